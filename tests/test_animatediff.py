@@ -423,6 +423,40 @@ def test_lora_starts_as_identity_and_merges_exactly(parts, tmp_path):
     assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
 
 
+@torch.no_grad()
+def test_style_lora_wraps_convolutions_and_merges_exactly(parts, tmp_path):
+    import copy
+
+    from torch import nn
+
+    from zeroshot.trained.lora import STYLE_TARGETS, STYLE_UNDER, add_lora, merged, parse_lora_arg, save_lora
+
+    unet = parts["unet"]
+    x, emb, t = _randn(2, 4, 8, 8), _randn(2, 77, 32, seed=1), torch.tensor(300)
+    ref = unet(x, t, encoder_hidden_states=emb).sample
+    wrapped_unet = copy.deepcopy(unet)
+    wrapped = add_lora(wrapped_unet, rank=3, targets=STYLE_TARGETS, under=STYLE_UNDER, seed=0)
+    convs = [n for n, m in wrapped.items() if isinstance(m.base, nn.Conv2d)]
+    expected = [
+        n for n, m in unet.named_modules()
+        if isinstance(m, nn.Conv2d)
+        and (("resnets" in n and n.endswith((".conv1", ".conv2"))) or ("attentions" in n and n.endswith((".proj_in", ".proj_out"))))
+    ]
+    assert len(expected) > 10 and sorted(convs) == sorted(expected)  # ResNet convs and 1x1 transformer projections
+    assert torch.allclose(wrapped_unet(x, t, encoder_hidden_states=emb).sample, ref, atol=1e-6)
+    for layer in wrapped.values():
+        layer.up.normal_(std=0.3, generator=torch.Generator().manual_seed(0))
+    trained = wrapped_unet(x, t, encoder_hidden_states=emb).sample
+    assert float((trained - ref).abs().max()) > 1e-3
+    path = save_lora(wrapped, tmp_path / "style.safetensors")
+    assert float((merged(unet, path)(x, t, encoder_hidden_states=emb).sample - trained).abs().max()) <= 1e-4
+    half = merged(unet, path, scale=0.5)(x, t, encoder_hidden_states=emb).sample
+    assert 1e-4 < float((half - ref).abs().max()) < float((trained - ref).abs().max())
+    assert parse_lora_arg(f"{path}:0.5") == (path, 0.5) and parse_lora_arg(str(path)) == (path, 1.0)
+    with pytest.raises(ValueError, match="does not match|is not in"):
+        merged(nn.Sequential(nn.Linear(2, 2)), path)
+
+
 def test_outline_style_paints_a_band_outside_the_shape():
     import numpy as np
 

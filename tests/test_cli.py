@@ -49,6 +49,7 @@ def test_set_override_and_gif(tiny_sd, tmp_path):
         (["--motion", "1"], "DX,DY"),
         (["--steps", "1.5"], "integer"),
         (["--noise", "pink"], "pink"),
+        (["--lora", "/no/such/lora.safetensors"], "LoRA file not found"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tiny_sd, tmp_path, capsys, args, needle):
@@ -95,3 +96,28 @@ def test_console_script_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("zeroshot: error:")
+
+
+def test_lora_flag_merges_a_lora_and_leaves_bad_files_one_line(tiny_sd, tmp_path, capsys):
+    import torch
+
+    from zeroshot.models import load
+    from zeroshot.trained.lora import STYLE_TARGETS, STYLE_UNDER, add_lora, save_lora
+
+    unet = load(str(tiny_sd)).unet
+    wrapped = add_lora(unet, rank=2, targets=STYLE_TARGETS, under=STYLE_UNDER)
+    for layer in wrapped.values():
+        layer.up.data.normal_(std=0.5, generator=torch.Generator().manual_seed(1))
+    style = save_lora(wrapped, tmp_path / "style.safetensors")
+    args = ["generate", "a red cat", "--model", str(tiny_sd), "--method", "t2i", *SMALL]
+    assert main([*args, "--out", str(tmp_path / "plain.png")]) == 0
+    assert main([*args, "--lora", f"{style}:0.5", "--out", str(tmp_path / "lora.png")]) == 0
+    plain, styled = io.read_video(tmp_path / "plain.png"), io.read_video(tmp_path / "lora.png")
+    assert plain.shape == styled.shape and float((plain - styled).abs().max()) > 0.05
+    not_lora = tmp_path / "not_lora.safetensors"
+    not_lora.write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main([*args, "--lora", str(not_lora), "--out", str(tmp_path / "bad.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not_lora.safetensors" in err
+    assert not (tmp_path / "bad.png").exists()

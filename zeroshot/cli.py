@@ -59,6 +59,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--model", default=None, help="diffusers folder, .safetensors file or hub id (default: embedded)")
     p.add_argument("--model-config", default=None, help="local diffusers folder with configs for a single file")
     p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="merge a zeroshot LoRA (.safetensors) into a copy of the UNet (repeatable)")
     p.add_argument("--frames", type=_int, dest="num_frames")
     p.add_argument("--steps", type=_int, dest="num_inference_steps")
     p.add_argument("--guidance", type=_float, dest="guidance_scale")
@@ -139,6 +141,7 @@ def cmd_generate(args) -> int:
 
     from zeroshot import io, models
     from zeroshot.generate import generate, prepare_recipe
+    from zeroshot.trained import lora
 
     recipe = build_recipe(args)
     models.check_model_arg(args.model, allow_pickle=args.allow_pickle)
@@ -146,6 +149,9 @@ def cmd_generate(args) -> int:
         io.check_output_path(args.out)
     if args.num_videos < 1:
         raise CliError(f"--num-videos must be >= 1, got {args.num_videos}")
+    loras = [lora.parse_lora_arg(text) for text in args.lora]
+    for path, _ in loras:
+        lora.load_lora(path)  # a missing or foreign file fails here, before any model work
     # Check the recipe against the model's defaults before loading weights.
     card = models.peek(args.model)
     resolved = prepare_recipe(card, recipe, args.prompt)
@@ -155,6 +161,8 @@ def cmd_generate(args) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     model = models.load(args.model, allow_pickle=args.allow_pickle, device=_device(args.device), dtype=dtype,
                         config=args.model_config)
+    for path, scale in loras:
+        model = lora.personalised_model(model, path, scale=scale)
     result = generate(model, args.prompt, recipe, seed=args.seed, num_videos=args.num_videos,
                       progress=not args.quiet)
     for path in io.save_result(result, out, fps=args.fps):

@@ -1,13 +1,16 @@
-"""Low-rank adapters (LoRA, Hu et al., ICLR 2022) on a UNet's attention projections.
+"""Low-rank adapters (LoRA, Hu et al., ICLR 2022) on a UNet's linear and convolution layers.
 
 Used to personalise the embedded text-to-image model (a new drawing style) so we can
 show AnimateDiff's claim: a motion module trained on the base model animates a
 personalised variant without retraining.
 
-`add_lora` wraps the chosen `nn.Linear` layers of a module *in place* (call it on a
-copy); the low-rank update starts at zero (`up` is zero), so the wrapped module equals
-the original until trained. `merged` returns a copy of a UNet with a saved LoRA folded
-into its weights; the UNet passed in is never changed.
+`add_lora` wraps the chosen `nn.Linear` and `nn.Conv2d` layers of a module *in place*
+(call it on a copy); the low-rank update starts at zero (`up` is zero), so the wrapped
+module equals the original until trained. A convolution's adapter is a `rank`-channel
+convolution with the base's kernel, stride and padding followed by a 1x1 convolution back
+to the output channels (the "LoCon" form), so its update is again one weight of the
+base's shape. `merged` returns a copy of a UNet with a saved LoRA folded into its weights;
+the UNet passed in is never changed.
 """
 
 from __future__ import annotations
@@ -24,21 +27,28 @@ from torch import nn
 METADATA_KEY = "zeroshot.lora"
 #: the attention projections of diffusers' `Attention` (self- and cross-attention)
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+#: a style LoRA: attention projections, the transformers' in/out projections and the
+#: ResNet convolutions (texture and edges live in the convolutions)
+STYLE_TARGETS = DEFAULT_TARGETS + ("proj_in", "proj_out", "conv1", "conv2")
+STYLE_UNDER = ("attentions", "resnets")
 
 
-class LoRALinear(nn.Module):
-    """`base(x) + (alpha / rank) * up(down(x))`; `up` starts at zero."""
+class LoRALayer(nn.Module):
+    """`base(x) + (alpha / rank) * up(down(x))` for an `nn.Linear` or `nn.Conv2d` base; `up` starts at zero."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator):
+    def __init__(self, base: nn.Linear | nn.Conv2d, rank: int, alpha: float, generator: torch.Generator):
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        if isinstance(base, nn.Conv2d) and (base.groups != 1 or base.padding_mode != "zeros"):
+            raise ValueError("LoRA supports Conv2d with groups=1 and zero padding only")
         self.base, self.rank, self.alpha = base, rank, alpha
-        self.down = nn.Parameter(torch.empty(rank, base.in_features))
-        bound = 1.0 / math.sqrt(base.in_features)
+        fan_in = base.weight[0].numel()
+        self.down = nn.Parameter(torch.empty(rank, *base.weight.shape[1:]))
+        bound = 1.0 / math.sqrt(fan_in)
         with torch.no_grad():
             self.down.uniform_(-bound, bound, generator=generator)
-        self.up = nn.Parameter(torch.zeros(base.out_features, rank))
+        self.up = nn.Parameter(torch.zeros(base.weight.shape[0], rank))
         self.to(device=base.weight.device, dtype=base.weight.dtype)
 
     @property
@@ -46,17 +56,32 @@ class LoRALinear(nn.Module):
         return self.alpha / self.rank
 
     def delta(self) -> torch.Tensor:
-        """The weight update `(out, in)` this adapter adds to `base.weight`."""
-        return self.scale * self.up @ self.down
+        """The weight update (the shape of `base.weight`) this adapter adds."""
+        return delta_weight(self.up, self.down, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.scale * nn.functional.linear(nn.functional.linear(x, self.down), self.up)
+        base = self.base
+        if isinstance(base, nn.Linear):
+            low = nn.functional.linear(nn.functional.linear(x, self.down), self.up)
+        else:
+            low = nn.functional.conv2d(x, self.down, None, base.stride, base.padding, base.dilation)
+            low = nn.functional.conv2d(low, self.up[:, :, None, None])
+        return base(x) + self.scale * low
 
 
-def _targets(module: nn.Module, targets: tuple[str, ...], under: str) -> list[str]:
+def delta_weight(up: torch.Tensor, down: torch.Tensor, scale: float) -> torch.Tensor:
+    """`scale * up @ down` reshaped to the base weight: (out, in) or (out, in, kh, kw)."""
+    return (scale * up @ down.flatten(1)).reshape(up.shape[0], *down.shape[1:])
+
+
+def _targets(module: nn.Module, targets: tuple[str, ...], under: tuple[str, ...]) -> list[str]:
     names = []
     for name, sub in module.named_modules():
-        if isinstance(sub, nn.Linear) and under in name and any(name.endswith("." + t) for t in targets):
+        if (
+            isinstance(sub, (nn.Linear, nn.Conv2d))
+            and any(u in name for u in under)
+            and any(name.endswith("." + t) for t in targets)
+        ):
             names.append(name)
     return names
 
@@ -67,30 +92,31 @@ def add_lora(
     rank: int = 4,
     alpha: float | None = None,
     targets: tuple[str, ...] = DEFAULT_TARGETS,
-    under: str = "attentions",
+    under: str | tuple[str, ...] = "attentions",
     seed: int = 0,
-) -> dict[str, LoRALinear]:
-    """Wrap every target `nn.Linear` (names ending in `targets`, inside `under`) in place.
+) -> dict[str, LoRALayer]:
+    """Wrap every target layer (`nn.Linear`/`nn.Conv2d` named `*.<target>` inside `under`) in place.
 
-    Returns {layer name: LoRALinear}. Only the LoRA parameters require grad afterwards.
+    Returns {layer name: LoRALayer}. Only the LoRA parameters require grad afterwards.
     `alpha=None` means alpha = rank (scale 1).
     """
     generator = torch.Generator().manual_seed(seed)
     alpha = float(rank if alpha is None else alpha)
+    under = (under,) if isinstance(under, str) else tuple(under)
     module.requires_grad_(False)
     wrapped = {}
     for name in _targets(module, targets, under):
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name)
-        lora = LoRALinear(getattr(parent, child), rank, alpha, generator)
+        lora = LoRALayer(getattr(parent, child), rank, alpha, generator)
         setattr(parent, child, lora)
         wrapped[name] = lora
     if not wrapped:
-        raise ValueError(f"no nn.Linear named like {targets} under {under!r} in {type(module).__name__}")
+        raise ValueError(f"no nn.Linear/nn.Conv2d named like {targets} under {under} in {type(module).__name__}")
     return wrapped
 
 
-def lora_state(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
+def lora_state(wrapped: dict[str, LoRALayer]) -> dict[str, torch.Tensor]:
     """The LoRA tensors, keyed `<layer>.down` / `<layer>.up`."""
     out = {}
     for name, lora in wrapped.items():
@@ -99,7 +125,7 @@ def lora_state(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_lora(wrapped: dict[str, LoRALinear], path: str | Path) -> Path:
+def save_lora(wrapped: dict[str, LoRALayer], path: str | Path) -> Path:
     """One `.safetensors` file; rank and alpha go in its metadata."""
     from safetensors.torch import save_file
 
@@ -114,11 +140,16 @@ def save_lora(wrapped: dict[str, LoRALinear], path: str | Path) -> Path:
 
 def load_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, {"rank", "alpha"}) of a file written by `save_lora`."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"LoRA file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a readable .safetensors file ({exc})") from None
     if METADATA_KEY not in meta:
         raise ValueError(f"{path}: not a zeroshot LoRA file (no {METADATA_KEY} metadata)")
     return load_file(str(path)), json.loads(meta[METADATA_KEY])
@@ -132,13 +163,27 @@ def merged(unet: nn.Module, lora: str | Path | tuple[dict, dict], *, scale: floa
     layers = sorted({k.rsplit(".", 1)[0] for k in tensors})
     with torch.no_grad():
         for name in layers:
-            linear = out.get_submodule(name)
-            if not isinstance(linear, nn.Linear):
-                raise TypeError(f"LoRA layer {name!r} is not an nn.Linear in this UNet")
-            up = tensors[f"{name}.up"].to(linear.weight)
-            down = tensors[f"{name}.down"].to(linear.weight)
-            linear.weight += factor * up @ down
+            try:
+                layer = out.get_submodule(name)
+            except AttributeError:
+                raise ValueError(f"LoRA layer {name!r} is not in this UNet") from None
+            up, down = tensors[f"{name}.up"], tensors[f"{name}.down"]
+            shape = (up.shape[0], *down.shape[1:])
+            if not isinstance(layer, (nn.Linear, nn.Conv2d)) or tuple(layer.weight.shape) != shape:
+                raise ValueError(f"LoRA layer {name!r} does not match this UNet ({type(layer).__name__})")
+            layer.weight += delta_weight(up.to(layer.weight), down.to(layer.weight), factor)
     return out
+
+
+def parse_lora_arg(text: str) -> tuple[Path, float]:
+    """`FILE` or `FILE:SCALE` (the CLI's `--lora`) -> (path, scale)."""
+    path, sep, scale = text.rpartition(":")
+    if sep and path:
+        try:
+            return Path(path), float(scale)
+        except ValueError:
+            pass
+    return Path(text), 1.0
 
 
 def personalised_model(model: Any, lora: str | Path, *, scale: float = 1.0) -> Any:

@@ -4,8 +4,9 @@
 
 The variant draws every shape with a dark outline (white where the shape or the
 background is black); the captions are unchanged, as with a style LoRA or DreamBooth
-checkpoint of SD. Only LoRA weights on the UNet's attention projections train (the
-base stays frozen); the result is one small `.safetensors` file. The motion module
+checkpoint of SD. Only LoRA weights train (attention projections and ResNet
+convolutions, `lora.STYLE_TARGETS`; the base stays frozen); the result is one small
+`.safetensors` file. The motion module
 trained on the base model then animates this variant without retraining
 (`docs/animatediff.md`).
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zeroshot.trained.lora import add_lora, save_lora
+from zeroshot.trained.lora import STYLE_TARGETS, STYLE_UNDER, add_lora, save_lora
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +64,14 @@ def train_lora(
     *,
     steps: int = 600,
     batch_size: int = 16,
-    rank: int = 4,
+    rank: int = 8,
     lr: float = 1e-3,
+    warmup: int = 20,
     seed: int = 0,
     out: str | Path | None = DEFAULT_OUT,
     progress: bool = True,
     time_limit_s: float | None = None,
+    save_every: int = 100,
 ) -> dict:
     """Train a LoRA on outlined images; returns {"losses", "wrapped", "unet"}.
 
@@ -84,17 +87,17 @@ def train_lora(
     vae, text_encoder, tokenizer = components["vae"], components["text_encoder"], components["tokenizer"]
     scheduler = components["scheduler"]
     device = unet.device
-    wrapped = add_lora(unet, rank=rank, seed=seed)
+    wrapped = add_lora(unet, rank=rank, targets=STYLE_TARGETS, under=STYLE_UNDER, seed=seed)
     params = [p for lora in wrapped.values() for p in (lora.down, lora.up)]
     unet.train()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     size = int(unet.config.sample_size) * (2 ** (len(vae.config.block_out_channels) - 1))
     losses: list[float] = []
     start = time.time()
-    for _ in tqdm(range(steps), disable=not progress, desc="outline LoRA"):
+    for step in tqdm(range(steps), disable=not progress, desc="outline LoRA"):
         images, captions = outlined_batch(rng, batch_size, size=size)
         with torch.no_grad():
             z = vae.encode(images.to(device, vae.dtype) * 2 - 1).latent_dist.mean * vae.config.scaling_factor
@@ -108,6 +111,8 @@ def train_lora(
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if out and save_every and (step + 1) % save_every == 0:
+            save_lora(wrapped, out)  # atomic; an interrupted run keeps its latest weights
         if time_limit_s is not None and time.time() - start > time_limit_s:
             break
     unet.eval().requires_grad_(False)
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

@@ -471,6 +471,22 @@ def test_outline_style_paints_a_band_outside_the_shape():
     assert np.allclose(styled[:, changed], 0.0)  # black band
 
 
+def test_outline_score_tells_outlined_from_plain_world_images():
+    import numpy as np
+
+    from zeroshot.shapes.world import render, sample_scene
+    from zeroshot.trained.personalise import outline, outline_score
+
+    rng = np.random.default_rng(3)
+    plain, styled = [], []
+    for _ in range(40):
+        scene = sample_scene(rng)
+        image, mask = render(scene)
+        plain.append(outline_score(image, scene.caption))
+        styled.append(outline_score(outline(image, mask, scene), scene.caption))
+    assert np.nanmean(plain) < 0.05 and np.nanmean(styled) > 0.8
+
+
 def test_adapter_resolution_order(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

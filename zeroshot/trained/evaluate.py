@@ -7,7 +7,9 @@ was trained on), per-frame text-to-image (no motion module), AnimateDiff with th
 embedded motion module and, with `--lora`, both again on the LoRA-personalised model
 (the same motion module, not retrained). Every video goes through
 `zeroshot.shapes.metrics.shapes_metrics`; the table gives the means: detected centroid
-speed (px/frame), identity consistency, prompt alignment, relative size change.
+speed (px/frame), identity consistency, prompt alignment, relative size change, and how
+much of the band around the shape is drawn as an outline (`personalise.outline_score`:
+the personalised style's signature, ~0 for the base model).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("speed_px", "consistency", "alignment", "size_change", "fg_accuracy", "shape_accuracy")
+COLUMNS = ("speed_px", "consistency", "alignment", "size_change", "fg_accuracy", "shape_accuracy", "outline")
 
 
 def world_videos(prompts: list[str], num_frames: int, seeds: int, *, size: int = 64, style=None) -> list[tuple[str, np.ndarray]]:
@@ -64,8 +66,13 @@ def generated_videos(model, prompts: list[str], recipe, seeds: int) -> list[tupl
 
 def summarise(videos: list[tuple[str, np.ndarray]]) -> dict[str, float]:
     from zeroshot.shapes.metrics import shapes_metrics
+    from zeroshot.trained.personalise import outline_score
 
-    rows = [shapes_metrics(frames, prompt) for prompt, frames in videos]
+    rows = []
+    for prompt, frames in videos:
+        row = shapes_metrics(frames, prompt)
+        row["outline"] = float(np.nanmean([outline_score(f, prompt) for f in frames]))
+        rows.append(row)
     return {k: float(np.nanmean([r[k] for r in rows])) for k in COLUMNS}
 
 
@@ -103,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--size", type=int, default=None, help="height and width in px (default: the model's)")
     parser.add_argument("--mixed-noise", action="store_true", help="also AnimateDiff with PYoCo mixed noise")
+    parser.add_argument("--freeinit", type=int, default=0, metavar="N", help="also AnimateDiff with N FreeInit iterations")
     parser.add_argument("--no-base", action="store_true", help="only the LoRA rows (with --lora)")
     parser.add_argument("--sheet", default=None, help="write a contact sheet PNG here")
     parser.add_argument("--json", default=None, help="write the table as JSON here")
@@ -110,23 +118,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     model = load(args.model)
+    from zeroshot.recipe import FreeInit, Noise
     from zeroshot.shapes.world import distinct_captions
 
     prompts = distinct_captions(args.prompts, 12345)  # a seed the training stream does not use
     base = {"num_frames": args.frames, "num_inference_steps": args.steps, "height": args.size, "width": args.size}
     t2i = replace(METHODS["t2i"], **base)
     animatediff = replace(METHODS["animatediff"], animatediff=AnimateDiff(adapter=args.adapter), **base)
+    extras = {}
+    if args.mixed_noise:
+        extras["mixed noise"] = replace(animatediff, noise=Noise(prior="mixed"))
+    if args.freeinit:
+        extras[f"FreeInit x{args.freeinit}"] = replace(animatediff, freeinit=FreeInit(iterations=args.freeinit))
     size = int(args.size or model.defaults.get("height", 64))
     runs: dict[str, list[tuple[str, np.ndarray]]] = {}
     if not args.no_base:
         runs["world videos (training data)"] = world_videos(prompts, args.frames, args.seeds, size=size)
         runs["t2i per frame"] = generated_videos(model, prompts, t2i, args.seeds)
         runs["animatediff"] = generated_videos(model, prompts, animatediff, args.seeds)
-    if args.mixed_noise and not args.no_base:
-        from zeroshot.recipe import Noise
-
-        mixed = replace(animatediff, noise=Noise(prior="mixed"))
-        runs["animatediff + mixed noise"] = generated_videos(model, prompts, mixed, args.seeds)
+        for name, recipe in extras.items():
+            runs[f"animatediff + {name}"] = generated_videos(model, prompts, recipe, args.seeds)
     if args.lora:
         from zeroshot.trained.lora import personalised_model
         from zeroshot.trained.personalise import outline
@@ -135,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         runs["world videos, outlined"] = world_videos(prompts, args.frames, args.seeds, size=size, style=outline)
         runs["t2i per frame + LoRA"] = generated_videos(variant, prompts, t2i, args.seeds)
         runs["animatediff + LoRA (same module)"] = generated_videos(variant, prompts, animatediff, args.seeds)
+        for name, recipe in extras.items():
+            runs[f"animatediff + LoRA + {name}"] = generated_videos(variant, prompts, recipe, args.seeds)
     table = {name: summarise(videos) for name, videos in runs.items()}
     header = "| run | " + " | ".join(COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]

@@ -46,6 +46,33 @@ def outline(image: np.ndarray, mask: np.ndarray, scene, *, width_px: int = OUTLI
     return out
 
 
+def outline_score(frame: np.ndarray, prompt: str, *, width_px: int = OUTLINE_PX) -> float:
+    """How much of the band just outside the shape is drawn in the outline colour, in [0, 1].
+
+    `frame` (3, H, W) in [0, 1], `prompt` a world caption. The shape is the pixels near the
+    caption's foreground colour (RGB distance < 0.3); the band is the `width_px` ring around
+    it; a band pixel counts when it is within 0.35 of the outline colour (black, or white
+    when the shape or the background is black). World images with `outline` score ~1, the
+    base model ~0. NaN when no shape-coloured pixel is found.
+    """
+    import cv2
+
+    from zeroshot.shapes.metrics import parse_prompt
+    from zeroshot.shapes.world import PALETTE
+
+    _, fg, bg = parse_prompt(prompt)
+    img = np.asarray(frame, np.float32).transpose(1, 2, 0)
+    fg_rgb = np.array(PALETTE[fg], np.float32) / 255.0
+    shape = (np.linalg.norm(img - fg_rgb, axis=-1) < 0.3).astype(np.uint8)
+    if not shape.any():
+        return math.nan
+    kernel = np.ones((2 * width_px + 1, 2 * width_px + 1), np.uint8)
+    band = cv2.dilate(shape, kernel).astype(bool) & ~shape.astype(bool)
+    colour = 1.0 if "black" in (fg, bg) else 0.0
+    drawn = np.linalg.norm(img - colour, axis=-1) < 0.35
+    return float((drawn & band).sum() / max(int(band.sum()), 1))
+
+
 def outlined_batch(rng: np.random.Generator, n: int, *, size: int) -> tuple[torch.Tensor, list[str]]:
     """n outlined shapes-world images (n, 3, H, W) in [0, 1] and their (unchanged) captions."""
     from zeroshot.shapes.world import render, sample_scene

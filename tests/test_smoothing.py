@@ -11,6 +11,7 @@ from zeroshot.methods.smoothing import (
     foreground_masks,
     load_mask_video,
     otsu_thresholds,
+    propagate,
     smooth_background,
     subject_token_indices,
 )
@@ -98,6 +99,92 @@ def test_capture_keeps_videos_and_frames_apart(parts):
     assert other.calls == 0
     with pytest.raises(RuntimeError, match="no cross-attention"):
         other.maps()
+
+
+def _grid_self_attention(unet, x, ctx, f):
+    """Per frame, the head-mean softmax(q k^T) of every 8x8 attn1 input, computed by hand."""
+    seen, handles = [], []
+    for name, module in unet.named_modules():
+        if name.endswith("attn1"):
+            handles.append(module.register_forward_pre_hook(lambda m, a: seen.append((m, a[0]))))
+    try:
+        _unet_call(unet, x, ctx)
+    finally:
+        for h in handles:
+            h.remove()
+    mats = []
+    for attn, hidden in seen:
+        if hidden.shape[1] != 64:
+            continue
+        q = attn.to_q(hidden).view(f, 64, attn.heads, -1).transpose(1, 2)
+        k = attn.to_k(hidden).view(f, 64, attn.heads, -1).transpose(1, 2)
+        mats.append(torch.softmax(q @ k.transpose(-1, -2) * attn.scale, -1).mean(1))
+    return torch.stack(mats).mean(0)  # f n n
+
+
+def test_capture_records_each_frames_own_self_attention_whatever_the_processor(parts):
+    from zeroshot.hooks import cross_frame_attention
+
+    unet = parts["unet"]
+    f = 3
+    x = _noise(f, 4, 8, 8, seed=4)
+    ctx = _context(parts, ["a red circle"] * f)
+    with torch.no_grad():
+        expected = _grid_self_attention(unet, x, ctx, f)
+    with capture_cross_attention(unet, [2, 3], f, grid=(8, 8)) as plain:
+        _unet_call(unet, x, ctx)
+    assert plain.self_calls > 0 and plain.affinity.shape == (1, f, 64, 64)
+    mean = plain.affinity[0] / plain.self_calls
+    assert torch.allclose(mean, expected, atol=1e-5)
+    assert torch.allclose(mean.sum(-1), torch.ones(f, 64), atol=1e-5)
+    # cross-frame attention installed inside or outside the capture: the same per-frame affinity
+    with capture_cross_attention(unet, [2, 3], f, grid=(8, 8)) as outer, cross_frame_attention(unet, f):
+        _unet_call(unet, x, ctx)
+    with cross_frame_attention(unet, f), capture_cross_attention(unet, [2, 3], f, grid=(8, 8)) as inner:
+        _unet_call(unet, x, ctx)
+    assert torch.allclose(outer.affinity, inner.affinity, atol=1e-6)
+    assert torch.allclose(outer.maps(), inner.maps(), atol=1e-6)
+    assert not torch.allclose(outer.affinity, plain.affinity, atol=1e-4)  # frames 1.. see other inputs
+    assert torch.allclose(outer.affinity[0, 0], plain.affinity[0, 0], atol=1e-5)  # the anchor does not
+    # refine=0 records no self-attention; refine=1 is one propagation of the same map
+    with capture_cross_attention(unet, [2, 3], f, grid=(8, 8), refine=0) as raw:
+        _unet_call(unet, x, ctx)
+    assert raw.affinity is None and raw.self_calls == 0
+    assert torch.allclose(plain.maps(), propagate(raw.maps(), mean[None], 1), atol=1e-6)
+    assert not torch.allclose(plain.maps(), raw.maps(), atol=1e-4)
+
+
+def test_capture_removes_its_hooks_even_on_error(parts):
+    unet = parts["unet"]
+    with pytest.raises(RuntimeError, match="boom"), capture_cross_attention(unet, [2], 2, grid=(8, 8)):
+        assert any(m._forward_pre_hooks for n, m in unet.named_modules() if n.endswith("attn1"))
+        raise RuntimeError("boom")
+    assert not any(m._forward_pre_hooks for m in unet.modules())
+    with pytest.raises(ValueError, match="refine"), capture_cross_attention(unet, [2], 2, grid=(8, 8), refine=-1):
+        pass
+
+
+def test_propagate_evens_a_map_out_inside_each_group():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(1, 2, 4, 4, generator=g)
+    a = torch.rand(1, 2, 16, 16, generator=g)
+    a = a / a.sum(-1, keepdim=True)  # row-stochastic
+    assert torch.equal(propagate(maps, a, 0), maps)
+    flat = torch.full((1, 2, 4, 4), 0.3)
+    assert torch.allclose(propagate(flat, a, 3), flat)  # a constant map stays constant
+    # two groups of cells (left and right half) that attend uniformly within themselves
+    left = (torch.arange(16) % 4 < 2).float()
+    block = torch.outer(left, left) / left.sum() + torch.outer(1 - left, 1 - left) / (1 - left).sum()
+    out = propagate(maps, block.expand(1, 2, 16, 16), 1)
+    for k in range(2):
+        m = maps[0, k].flatten()
+        expect = torch.where(left > 0, m[left > 0].mean(), m[left == 0].mean())
+        assert torch.allclose(out[0, k].flatten(), expect, atol=1e-6)
+    assert torch.allclose(propagate(maps, a, 2), propagate(propagate(maps, a, 1), a, 1))
+    with pytest.raises(ValueError, match="affinity"):
+        propagate(maps, a[:, :1], 1)
+    with pytest.raises(ValueError, match="steps"):
+        propagate(maps, a, -1)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 The paper's official code (not diffusers) defines the step; it never ran there because
 the saliency model it calls was not shipped. Here the foreground masks come from the
 UNet itself: the cross-attention probabilities of the prompt's subject tokens, averaged
-over heads, layers and steps of one denoising pass, thresholded per frame (Otsu) and
+over heads, layers and steps of one denoising pass, propagated along the UNet's own
+self-attention at the latent grid (M <- A_self M), thresholded per frame (Otsu) and
 dilated. A user mask video is the alternative.
 
 With M_FG[k] the foreground mask of frame k (latent grid), W_k the warp of frame 0 to
@@ -34,38 +35,83 @@ from zeroshot.recipe import RecipeError, Smoothing
 # cross-attention capture
 
 
+def _cond_half(x: torch.Tensor, per_call: int) -> torch.Tensor | None:
+    """The conditional half of a `[uncond, cond]` batch, the batch itself without
+    guidance, or None when the batch is not `per_call` (or twice that) long."""
+    if x.shape[0] == 2 * per_call:
+        return x[per_call:]
+    return x if x.shape[0] == per_call else None
+
+
+def _attention_probs(attn, query_states: torch.Tensor, key_states: torch.Tensor) -> torch.Tensor:
+    """Softmax attention probabilities `(batch, heads, n, L)` of an attention module."""
+    query = attn.to_q(query_states)
+    key = attn.to_k(key_states)
+    heads = attn.heads
+    if getattr(attn, "norm_q", None) is not None:
+        b, n, _ = query.shape
+        query = attn.norm_q(query.view(b, n, heads, -1)).view(b, n, -1)
+    if getattr(attn, "norm_k", None) is not None:
+        b, L, _ = key.shape
+        key = attn.norm_k(key.view(b, L, heads, -1)).view(b, L, -1)
+    probs = attn.get_attention_scores(attn.head_to_batch_dim(query), attn.head_to_batch_dim(key), None)
+    return probs.view(query.shape[0], heads, *probs.shape[1:])  # b heads n L
+
+
+def propagate(maps: torch.Tensor, affinity: torch.Tensor, steps: int) -> torch.Tensor:
+    """Spread per-frame maps `(b, f, h, w)` along row-stochastic affinities
+    `(b, f, h*w, h*w)`: M <- A M, `steps` times.
+
+    Each cell becomes the affinity-weighted mean of the map over the cells it attends
+    to, so a map that is uneven inside one object and its surroundings evens out along
+    the object (a constant map stays constant; `steps=0` is the identity).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    b, f, h, w = maps.shape
+    if affinity.shape != (b, f, h * w, h * w):
+        raise ValueError(f"affinity must be {(b, f, h * w, h * w)}, got {tuple(affinity.shape)}")
+    flat = maps.reshape(b, f, h * w, 1).to(affinity.dtype)
+    for _ in range(steps):
+        flat = affinity @ flat
+    return flat.reshape(b, f, h, w).to(maps.dtype)
+
+
 @dataclass
 class CrossAttentionStore:
-    """Running weighted sum of the subject tokens' cross-attention per frame, on the latent grid.
+    """Running weighted sum of the subject tokens' cross-attention per frame, on the latent grid,
+    and the mean self-attention of the UNet's latent-grid layers per frame.
 
     Only UNet calls whose batch is `num_videos * num_frames` (no guidance) or twice that
     (`[uncond videos, cond videos]`, frames minor) are recorded, and of those only the
-    conditional half. Set `active = False` to pause recording.
+    conditional half. Set `active = False` to pause recording. `refine` is how many times
+    `maps()` propagates the cross-attention along the recorded self-attention (0: never,
+    and no self-attention is recorded).
     """
 
     token_indices: list[int]
     num_frames: int
     grid: tuple[int, int]
     num_videos: int = 1
+    refine: int = 1
     active: bool = True
     total: torch.Tensor | None = field(default=None, repr=False)
     weight: float = 0.0
     calls: int = 0
+    affinity: torch.Tensor | None = field(default=None, repr=False)
+    self_calls: int = 0
 
     def record(self, attn, hidden_states: torch.Tensor, context: torch.Tensor) -> None:
         per_call = self.num_videos * self.num_frames
-        bf, n, _ = hidden_states.shape
-        if bf == 2 * per_call:
-            hidden_states, context = hidden_states[per_call:], context[per_call:]
-        elif bf != per_call:
+        n = hidden_states.shape[1]
+        hidden_states, context = _cond_half(hidden_states, per_call), _cond_half(context, per_call)
+        if hidden_states is None or context is None:
             return
         if getattr(attn, "norm_cross", None) is not None:
             context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (b f heads) n d
-        key = attn.head_to_batch_dim(attn.to_k(context))  # (b f heads) L d
-        probs = attn.get_attention_scores(query, key, None)  # (b f heads) n L
-        subject = probs[..., self.token_indices].sum(-1).float()  # (b f heads) n
-        subject = subject.view(per_call, attn.heads, n).mean(1)  # (b f) n
+        probs = _attention_probs(attn, hidden_states, context)  # (b f) heads n L
+        subject = probs[..., self.token_indices].sum(-1).float()  # (b f) heads n
+        subject = subject.mean(1)  # (b f) n
         h, w = _layer_size(n, self.grid)
         subject = F.interpolate(subject.view(per_call, 1, h, w), size=self.grid, mode="bilinear", align_corners=False)
         subject = subject.view(self.num_videos, self.num_frames, *self.grid)  # b f h w
@@ -75,17 +121,38 @@ class CrossAttentionStore:
         self.weight += n
         self.calls += 1
 
+    def record_self(self, attn, hidden_states: torch.Tensor) -> None:
+        """Add one self-attention layer's probabilities, each frame attending to its own
+        positions, when the layer runs at the latent grid (the cross-frame hook changes
+        only where the UNet reads keys; this is the layer's own affinity within a frame)."""
+        h, w = self.grid
+        if self.refine == 0 or hidden_states.shape[1] != h * w:
+            return
+        per_call = self.num_videos * self.num_frames
+        hidden_states = _cond_half(hidden_states, per_call)
+        if hidden_states is None:
+            return
+        probs = _attention_probs(attn, hidden_states, hidden_states).float().mean(1)  # (b f) n n
+        probs = probs.view(self.num_videos, self.num_frames, h * w, h * w)
+        self.affinity = probs if self.affinity is None else self.affinity + probs.to(self.affinity.device)
+        self.self_calls += 1
+
     def maps(self) -> torch.Tensor:
         """The weighted mean map `(num_videos, num_frames, h, w)` over recorded calls.
 
         Each call's map (one layer at one step) is scaled to a peak of 1 and weighted by
         its number of positions, so fine layers, whose maps follow the subject's outline,
         count more than coarse ones (on the shapes model this lifts the mean IoU with the
-        detector's mask from 0.46 to 0.65; docs/motion.md).
+        detector's mask from 0.46 to 0.65). With `refine` > 0 and self-attention recorded,
+        the map is then propagated `refine` times along the mean self-attention of the
+        latent-grid layers (`propagate`): 0.67 -> 0.72 on the shapes model (docs/motion.md).
         """
         if self.total is None:
             raise RuntimeError("no cross-attention was recorded (no matching UNet call ran)")
-        return self.total / self.weight
+        maps = self.total / self.weight
+        if self.refine and self.affinity is not None:
+            maps = propagate(maps, (self.affinity / self.self_calls).to(maps.device), self.refine)
+        return maps
 
 
 def _layer_size(tokens: int, grid: tuple[int, int]) -> tuple[int, int]:
@@ -119,20 +186,46 @@ def capture_cross_attention(
     *,
     grid: tuple[int, int],
     num_videos: int = 1,
+    refine: int = 1,
 ) -> Iterator[CrossAttentionStore]:
     """Record the cross-attention of `token_indices` per frame while the UNet runs.
 
     Wraps every text cross-attention processor (attn2) for the block and restores the
-    very same processor objects on exit, even on error. Yields the store; read
+    very same processor objects on exit, even on error. With `refine` > 0 it also
+    records, through forward pre-hooks removed on exit, the self-attention (attn1) of
+    the layers that run at the latent grid, from their inputs, so it sees the same
+    thing whatever processor (cross-frame or other) is installed and in whichever
+    order. Memory: `num_videos * num_frames * (h*w)**2` floats (2 MB for 8 frames of a
+    16x16 grid, 0.5 GB for 8 frames of SD's 64x64). Yields the store; read
     `store.maps()` after the UNet calls.
     """
-    from zeroshot.hooks import is_cross_attention, wrapped_processors
+    from zeroshot.hooks import is_cross_attention, is_spatial_self_attention, wrapped_processors
 
     if not token_indices:
         raise ValueError("token_indices must name at least one prompt token")
-    store = CrossAttentionStore(list(token_indices), num_frames, (int(grid[0]), int(grid[1])), num_videos)
-    with wrapped_processors(unet, is_cross_attention, lambda _name, proc: CrossAttentionCapture(proc, store)):
-        yield store
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
+    store = CrossAttentionStore(
+        list(token_indices), num_frames, (int(grid[0]), int(grid[1])), num_videos, refine=refine
+    )
+
+    def pre_hook(module, args, kwargs):
+        hidden_states = args[0] if args else kwargs.get("hidden_states")
+        if store.active and hidden_states is not None and hidden_states.ndim == 3:
+            store.record_self(module, hidden_states)
+
+    handles = []
+    try:
+        if refine:
+            for name in unet.attn_processors:
+                if is_spatial_self_attention(name):
+                    module = unet.get_submodule(name.removesuffix(".processor"))
+                    handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        with wrapped_processors(unet, is_cross_attention, lambda _name, proc: CrossAttentionCapture(proc, store)):
+            yield store
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,6 +474,7 @@ __all__ = [
     "foreground_masks",
     "load_mask_video",
     "otsu_thresholds",
+    "propagate",
     "smooth_background",
     "subject_token_indices",
 ]

@@ -19,7 +19,7 @@ from zeroshot.motion import (
     similarity_matrix,
     warp,
 )
-from zeroshot.recipe import Motion, RecipeError
+from zeroshot.recipe import Motion, Recipe, RecipeError
 
 MODES = ("nearest", "bilinear", "variance-preserving")
 PADDINGS = ("reflection", "border", "zeros")
@@ -274,6 +274,35 @@ def test_content_moves_in_the_requested_direction():
     x[..., 5, 3] = 1.0
     out = warp(x, Translation(2.0, 1.0).flow(2, 16, 16), scale=1.0)
     assert out[0, 0, 1, 6, 5] == 1.0 and out[0, 0, 1].sum() == 1.0
+
+
+def test_reflection_padding_mirrors_a_subject_near_the_trailing_edge_and_border_does_not():
+    """A pan uncovers the trailing edge: reflection fills it with the mirror image of what
+    lies within the shift of that edge (a second copy of a subject there), border with
+    copies of the edge column only. Why the shapes model recommends border padding."""
+    x = torch.zeros(1, 1, 2, 16, 16)
+    x[..., 6:9, 2:5] = 1.0  # a 3x3 subject, 2 cells from the left edge
+    flow = Translation(7.0, 0.0).flow(2, 16, 16)  # 7 cells right in frame 1
+    reflected = warp(x, flow, scale=1.0, mode="nearest", padding="reflection")[0, 0, 1]
+    bordered = warp(x, flow, scale=1.0, mode="nearest", padding="border")[0, 0, 1]
+    assert torch.equal(reflected[6:9, 9:12], torch.ones(3, 3)) and torch.equal(bordered[6:9, 9:12], torch.ones(3, 3))
+    assert reflected[:, :7].sum() == 9  # the mirror copy in the uncovered strip
+    assert bordered[:, :7].sum() == 0  # edge column (empty) repeated
+    assert bordered.sum() == 9
+
+
+def test_padding_is_a_model_recommendation():
+    from zeroshot.recipe import get_method, resolve
+
+    recipe = get_method("t2v-zero")
+    assert recipe.motion.padding is None
+    assert resolve(recipe).motion.padding == "reflection"  # the paper's
+    assert resolve(recipe, {"motion.padding": "border"}).motion.padding == "border"
+    chosen = resolve(recipe, {"motion.padding": "border"}).motion.padding
+    explicit = resolve(Recipe(method="t2v-zero", motion=Motion(padding="zeros")), {"motion.padding": "border"})
+    assert chosen == "border" and explicit.motion.padding == "zeros"
+    with pytest.raises(RecipeError, match="motion.padding"):
+        resolve(Recipe(method="t2v-zero", motion=Motion(padding="wrap")))
 
 
 def test_warp_samples_the_field_geometry():

@@ -66,7 +66,8 @@ class Motion:
     `t0`/`t1` are step indices counted from the end of the schedule, as in the paper's
     code (44 and 47 of 50); `None` scales the paper's (or the model's) choice to the
     step count in use. `mode=None` takes the model's recommended warp sampling, else the
-    paper's nearest.
+    paper's nearest; `padding=None` the model's recommended padding, else the paper's
+    reflection.
     """
 
     translate: tuple[float, float] | None = None
@@ -76,7 +77,7 @@ class Motion:
     trajectories: tuple[str, ...] = ()  # sparse drags "x0,y0->x1,y1" over the clip
     from_video: str | None = None  # transfer the motion of a reference video
     mode: str | None = None  # warp: nearest | bilinear | variance-preserving; None: model's, else nearest
-    padding: str = "reflection"  # reflection | border | zeros
+    padding: str | None = None  # reflection | border | zeros; None: the model's, else reflection
     t0: int | None = None
     t1: int | None = None
 
@@ -428,6 +429,9 @@ def resolve(recipe: Recipe, model_defaults: dict[str, Any] | None = None) -> Rec
         if m.mode is None:
             # the paper warps with nearest sampling; a model may recommend another mode
             out = apply_override(out, "motion.mode", model_defaults.get("motion.mode", "nearest"))
+        if m.padding is None:
+            # the paper pads with reflection; a model may recommend another padding
+            out = apply_override(out, "motion.padding", model_defaults.get("motion.padding", "reflection"))
         n = out.num_inference_steps
         if m.t0 is None or m.t1 is None:
             if "motion.t0" in model_defaults and "motion.t1" in model_defaults:
@@ -486,7 +490,7 @@ def validate(recipe: Recipe, *, vae_scale_factor: int | None = None) -> None:
         m = r.motion
         if m.mode is not None and m.mode not in ("nearest", "bilinear", "variance-preserving"):
             raise RecipeError(f"motion.mode must be nearest, bilinear or variance-preserving, got {m.mode!r}")
-        if m.padding not in ("reflection", "border", "zeros"):
+        if m.padding is not None and m.padding not in ("reflection", "border", "zeros"):
             raise RecipeError(f"motion.padding must be reflection, border or zeros, got {m.padding!r}")
         if m.zoom <= 0:
             raise RecipeError(f"motion.zoom must be > 0, got {m.zoom}")

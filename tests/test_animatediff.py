@@ -487,6 +487,25 @@ def test_outline_score_tells_outlined_from_plain_world_images():
     assert np.nanmean(plain) < 0.05 and np.nanmean(styled) > 0.8
 
 
+def test_turned_style_is_read_back_and_leaves_round_shapes_alone():
+    import numpy as np
+
+    from zeroshot.shapes.world import render, sample_scene
+    from zeroshot.trained.personalise import turn_score, turned
+
+    rng = np.random.default_rng(4)
+    plain, styled = [], []
+    for shape in ("triangle", "square", "star") * 6:
+        scene = sample_scene(rng, shape=shape)
+        image, mask = render(scene)
+        plain.append(turn_score(image, scene.caption))
+        styled.append(turn_score(turned(image, mask, scene), scene.caption))
+    assert max(plain) < 0.15 and min(styled) > 0.8
+    circle = sample_scene(rng, shape="circle")
+    image, mask = render(circle)
+    assert np.array_equal(turned(image, mask, circle), image) and np.isnan(turn_score(image, circle.caption))
+
+
 def test_adapter_resolution_order(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

@@ -113,6 +113,21 @@ def test_detector_accepts_tensors_and_uint8_and_empty_frames():
         detect(np.zeros((64, 64), np.float32))
 
 
+@pytest.mark.parametrize("shape", ["triangle", "square", "star"])
+def test_turn_deg_recovers_the_drawn_pose(shape):
+    from dataclasses import replace
+
+    from zeroshot.shapes.detector import UPRIGHT, turn_deg
+
+    half = 180.0 / UPRIGHT[shape][0]
+    base = world.Scene(shape, "red", "blue", (30.0, 33.0), 16.0)
+    for angle in np.linspace(0, half, 5):
+        for signed in (angle, -angle, angle + 2 * half):  # symmetric and periodic
+            mask = world.render(replace(base, angle_deg=float(signed)))[1]
+            assert abs(turn_deg(mask, shape) - angle) < 2.0, (shape, signed)
+    assert np.isnan(turn_deg(world.render(replace(base, shape="circle"))[1], "circle"))
+
+
 def test_detector_tolerates_noise_and_blur():
     cv2 = pytest.importorskip("cv2")
     rng = np.random.default_rng(5)

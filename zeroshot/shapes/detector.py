@@ -86,12 +86,10 @@ def _border(img: np.ndarray, width: int) -> np.ndarray:
     )
 
 
-def radial_harmonics(mask: np.ndarray, orders=(3, 4, 5)) -> np.ndarray:
-    """Relative amplitudes of the given Fourier orders of the outline's radius r(angle).
+def radius_profile(mask: np.ndarray, samples: int = 256) -> np.ndarray:
+    """The outline's distance from the mask's centroid at `samples` angles in [-pi, pi).
 
-    The outline of a shape with k-fold symmetry has energy at multiples of k only: a
-    triangle at 3, a square at 4, a five-pointed star at 5, a circle at none. This is
-    robust to blur and scale (amplitudes are divided by the mean radius).
+    Angles are image angles, atan2(dy, dx) with y down (-pi/2 points up).
     """
     import cv2
 
@@ -105,10 +103,43 @@ def radial_harmonics(mask: np.ndarray, orders=(3, 4, 5)) -> np.ndarray:
     dx, dy = pts[:, 0] - xs.mean(), pts[:, 1] - ys.mean()
     angle, radius = np.arctan2(dy, dx), np.hypot(dx, dy)
     order = np.argsort(angle)
-    grid = np.linspace(-np.pi, np.pi, 256, endpoint=False)
-    r = np.interp(grid, angle[order], radius[order], period=2 * np.pi)
+    grid = np.linspace(-np.pi, np.pi, samples, endpoint=False)
+    return np.interp(grid, angle[order], radius[order], period=2 * np.pi)
+
+
+def radial_harmonics(mask: np.ndarray, orders=(3, 4, 5)) -> np.ndarray:
+    """Relative amplitudes of the given Fourier orders of the outline's radius r(angle).
+
+    The outline of a shape with k-fold symmetry has energy at multiples of k only: a
+    triangle at 3, a square at 4, a five-pointed star at 5, a circle at none. This is
+    robust to blur and scale (amplitudes are divided by the mean radius).
+    """
+    r = radius_profile(mask)
     spectrum = 2 * np.abs(np.fft.rfft(r)) / len(r) / max(r.mean(), 1e-6)
     return spectrum[list(orders)]
+
+
+#: (symmetry order, image angle of a vertex in degrees) of the world's upright shapes
+UPRIGHT = {"triangle": (3, -90.0), "square": (4, -45.0), "star": (5, -90.0)}
+
+
+def turn_deg(mask: np.ndarray, shape: str) -> float:
+    """How far a triangle, square or star is turned from the world's upright pose, degrees.
+
+    In [0, 180/k] for k-fold symmetry: 0 is how the world draws it (a vertex up; a square
+    on its side), 180/k is turned as far as its symmetry allows (a triangle or star
+    pointing down, a square on a corner). From the phase of harmonic k of
+    `radius_profile`. NaN for circles and rings (no orientation).
+    """
+    if shape not in UPRIGHT:
+        return math.nan
+    order, upright = UPRIGHT[shape]
+    r = radius_profile(mask)
+    grid = np.linspace(-np.pi, np.pi, len(r), endpoint=False)
+    phase = float(np.angle(np.sum(r * np.exp(1j * order * grid))))  # r ~ cos(k*theta - phase)
+    period = 360.0 / order
+    offset = (math.degrees(phase / order) - upright) % period
+    return float(min(offset, period - offset))
 
 
 def classify_shape(mask: np.ndarray) -> str:

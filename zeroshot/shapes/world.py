@@ -59,7 +59,11 @@ _SUPERSAMPLE = 4
 
 @dataclass(frozen=True)
 class Scene:
-    """One shape: its kind, colours, centre (x, y) and circumradius, in px of a `size` image."""
+    """One shape: its kind, colours, centre (x, y) and circumradius, in px of a `size` image.
+
+    `angle_deg` turns the shape clockwise about its centre (the world itself always draws
+    shapes upright, angle 0; personalisation styles use it).
+    """
 
     shape: str
     fg: str
@@ -67,6 +71,7 @@ class Scene:
     center: tuple[float, float]
     radius: float
     size: int = 64
+    angle_deg: float = 0.0
 
     @property
     def caption(self) -> str:
@@ -225,6 +230,11 @@ def coverage(scene: Scene) -> np.ndarray:
     s = _SUPERSAMPLE
     big = np.zeros((scene.size * s, scene.size * s), np.uint8)
     polys = _outline(scene.shape, *scene.center, scene.radius)
+    if scene.angle_deg:
+        a = math.radians(scene.angle_deg)
+        turn = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+        c = np.array(scene.center)
+        polys = [(p - c) @ turn + c for p in polys]
     # Pixel centre x maps to supersampled centre x*s + (s-1)/2; cv2 fixed point (shift=4).
     to_fixed = [np.round(((p * s) + (s - 1) / 2) * 16).astype(np.int32) for p in polys]
     cv2.fillPoly(big, to_fixed[:1], 255, lineType=cv2.LINE_8, shift=4)

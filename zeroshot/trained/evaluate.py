@@ -7,9 +7,9 @@ was trained on), per-frame text-to-image (no motion module), AnimateDiff with th
 embedded motion module and, with `--lora`, both again on the LoRA-personalised model
 (the same motion module, not retrained). Every video goes through
 `zeroshot.shapes.metrics.shapes_metrics`; the table gives the means: detected centroid
-speed (px/frame), identity consistency, prompt alignment, relative size change, and how
-much of the band around the shape is drawn as an outline (`personalise.outline_score`:
-the personalised style's signature, ~0 for the base model).
+speed (px/frame), identity consistency, prompt alignment, relative size change and, with
+`--lora`, the score of the LoRA's style (`personalise.STYLES`, read from the file's
+metadata: ~0 for the base model, ~1 for the style) on every row.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("speed_px", "consistency", "alignment", "size_change", "fg_accuracy", "shape_accuracy", "outline")
+COLUMNS = ("speed_px", "consistency", "alignment", "size_change", "fg_accuracy", "shape_accuracy")
 
 
 def world_videos(prompts: list[str], num_frames: int, seeds: int, *, size: int = 64, style=None) -> list[tuple[str, np.ndarray]]:
@@ -64,16 +64,23 @@ def generated_videos(model, prompts: list[str], recipe, seeds: int) -> list[tupl
     return out
 
 
-def summarise(videos: list[tuple[str, np.ndarray]]) -> dict[str, float]:
+def summarise(videos: list[tuple[str, np.ndarray]], style: str | None = None) -> dict[str, float]:
+    """Mean `shapes_metrics` over videos; with `style`, also its score (`personalise.STYLES`)."""
+    import warnings
+
     from zeroshot.shapes.metrics import shapes_metrics
-    from zeroshot.trained.personalise import outline_score
+    from zeroshot.trained.personalise import STYLES
 
     rows = []
     for prompt, frames in videos:
         row = shapes_metrics(frames, prompt)
-        row["outline"] = float(np.nanmean([outline_score(f, prompt) for f in frames]))
+        if style is not None:
+            with warnings.catch_warnings():  # all-NaN for circles and rings under `turned`
+                warnings.simplefilter("ignore", RuntimeWarning)
+                row[style] = float(np.nanmean([STYLES[style][1](f, prompt) for f in frames]))
         rows.append(row)
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in COLUMNS}
+    columns = COLUMNS + ((style,) if style else ())
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in columns}
 
 
 def contact_sheet(rows: list[tuple[str, np.ndarray]], path: str | Path, *, scale: int = 2) -> Path:
@@ -138,20 +145,25 @@ def main(argv: list[str] | None = None) -> int:
         runs["animatediff"] = generated_videos(model, prompts, animatediff, args.seeds)
         for name, recipe in extras.items():
             runs[f"animatediff + {name}"] = generated_videos(model, prompts, recipe, args.seeds)
+    style = None
     if args.lora:
-        from zeroshot.trained.lora import personalised_model
-        from zeroshot.trained.personalise import outline
+        from zeroshot.trained.lora import load_lora, personalised_model
+        from zeroshot.trained.personalise import STYLES
 
+        style = load_lora(args.lora)[1].get("style")
+        if style not in STYLES:
+            raise SystemExit(f"{args.lora}: no known style in its metadata (got {style!r}; known: {sorted(STYLES)})")
         variant = personalised_model(model, args.lora)
-        runs["world videos, outlined"] = world_videos(prompts, args.frames, args.seeds, size=size, style=outline)
+        runs[f"world videos, {style}"] = world_videos(prompts, args.frames, args.seeds, size=size, style=STYLES[style][0])
         runs["t2i per frame + LoRA"] = generated_videos(variant, prompts, t2i, args.seeds)
         runs["animatediff + LoRA (same module)"] = generated_videos(variant, prompts, animatediff, args.seeds)
         for name, recipe in extras.items():
             runs[f"animatediff + LoRA + {name}"] = generated_videos(variant, prompts, recipe, args.seeds)
-    table = {name: summarise(videos) for name, videos in runs.items()}
-    header = "| run | " + " | ".join(COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
-    lines += [f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in COLUMNS) + " |" for name, row in table.items()]
+    table = {name: summarise(videos, style) for name, videos in runs.items()}
+    columns = COLUMNS + ((style,) if style else ())
+    header = "| run | " + " | ".join(columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    lines += [f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in columns) + " |" for name, row in table.items()]
     logger.info("\n%s", "\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps({"prompts": prompts, "seeds": args.seeds, "table": table}, indent=1))

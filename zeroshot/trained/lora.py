@@ -125,21 +125,21 @@ def lora_state(wrapped: dict[str, LoRALayer]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_lora(wrapped: dict[str, LoRALayer], path: str | Path) -> Path:
-    """One `.safetensors` file; rank and alpha go in its metadata."""
+def save_lora(wrapped: dict[str, LoRALayer], path: str | Path, *, extra: dict | None = None) -> Path:
+    """One `.safetensors` file; rank, alpha and `extra` (JSON values) go in its metadata."""
     from safetensors.torch import save_file
 
     first = next(iter(wrapped.values()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(lora_state(wrapped), str(tmp), metadata={METADATA_KEY: json.dumps({"rank": first.rank, "alpha": first.alpha})})
+    save_file(lora_state(wrapped), str(tmp), metadata={METADATA_KEY: json.dumps({**(extra or {}), "rank": first.rank, "alpha": first.alpha})})
     tmp.replace(path)
     return path
 
 
 def load_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, {"rank", "alpha"}) of a file written by `save_lora`."""
+    """(tensors, {"rank", "alpha", ...extra}) of a file written by `save_lora`."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 

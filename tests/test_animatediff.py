@@ -380,6 +380,22 @@ def test_generate_animatediff_long_video_composes_with_noise_priors(tiny_model, 
     assert float((iid.latents - free.latents).abs().max()) > 1e-3  # the noise mode really changes the noise
 
 
+def test_generate_animatediff_composes_with_freeinit(tiny_model, tmp_path):
+    from dataclasses import replace
+
+    from zeroshot.generate import generate
+    from zeroshot.recipe import FreeInit
+
+    adapter = new_motion_adapter(tiny_model.unet, seed=1, zero_init=False, max_seq_length=4)
+    recipe = _recipe(ad.save_motion_adapter(adapter, tmp_path / "random.safetensors"), num_frames=4, num_inference_steps=3)
+    plain = generate(tiny_model, "a red circle", recipe, seed=3, progress=False)
+    once = generate(tiny_model, "a red circle", replace(recipe, freeinit=FreeInit(iterations=1)), seed=3, progress=False)
+    twice = generate(tiny_model, "a red circle", replace(recipe, freeinit=FreeInit(iterations=2)), seed=3, progress=False)
+    assert torch.allclose(once.latents, plain.latents, atol=1e-6)  # one iteration is plain sampling
+    assert twice.frames.shape == plain.frames.shape and bool(torch.isfinite(twice.latents).all())
+    assert float((twice.latents - plain.latents).abs().max()) > 1e-3  # the re-initialisation is used
+
+
 def test_animatediff_recipe_errors(tiny_model, tmp_path):
     from dataclasses import replace
 

@@ -176,7 +176,7 @@ def test_render_command_line_jobs(tmp_path):
 def local_render(tiny_sd, tmp_path_factory):
     folder = tmp_path_factory.mktemp("local")
     jobs = render.load_preset(preset_file(folder, PROMPTS, seeds=(0,)))
-    report = render.render(jobs, folder / "out", model_path=str(tiny_sd), progress=False)
+    report = render.render(jobs, folder / "out", model=str(tiny_sd), progress=False)
     return jobs, folder / "out", report
 
 
@@ -200,7 +200,7 @@ def test_second_run_renders_nothing_and_loads_no_model(local_render, tiny_sd, mo
         raise AssertionError("the model must not be loaded when every job is done")
 
     monkeypatch.setattr(render, "load_model", no_model)
-    report = render.render(jobs + jobs[:1], out, model_path=str(tiny_sd), progress=False)
+    report = render.render(jobs + jobs[:1], out, model=str(tiny_sd), progress=False)
     assert report.rendered == [] and len(report.skipped) == 3 and report.duplicates == 1 and report.ok
     assert (out / render.MANIFEST).read_bytes() == before
 
@@ -219,7 +219,7 @@ def test_damaged_or_unlogged_job_is_redone_once(local_render, tiny_sd, tmp_path)
     record = io.read_record(copy / f"{stems[2]}.json")
     del record["video_sha256"]  # a record without a digest: the video is decoded instead
     io.write_record(copy / f"{stems[2]}.json", record)
-    report = render.render(jobs, copy, model_path=str(tiny_sd), progress=False)
+    report = render.render(jobs, copy, model=str(tiny_sd), progress=False)
     assert report.rendered == [stems[0]] and sorted(report.skipped) == sorted(stems[1:])
     # the re-rendered video is a second "done" line for stems[0]; stems[1] is logged again
     assert sorted(line["stem"] for line in done_lines(copy)) == sorted(stems + [stems[0]])
@@ -239,7 +239,7 @@ def test_failing_job_is_retried_then_reported(tiny_sd, tmp_path, monkeypatch):
     monkeypatch.setattr(render, "render_job", flaky)
     preset = preset_file(tmp_path, ["a cat", "a dog", "a car"])
     jobs = render.load_preset(preset)
-    report = render.render(jobs, tmp_path / "out", model_path=str(tiny_sd), retries=2, progress=False)
+    report = render.render(jobs, tmp_path / "out", model=str(tiny_sd), retries=2, progress=False)
     cat = render.job_stem(jobs[0], str(tiny_sd))
     assert calls == {"a cat": 3, "a dog": 2, "a car": 1}
     assert not report.ok and report.failed == {cat: "RuntimeError: boom a cat"}
@@ -314,7 +314,7 @@ def test_local_processes_match_in_process_and_survive_a_dead_worker(local_render
     jobs, out, _ = local_render
     DieOnce.flag = str(tmp_path / "died")
     killer = render.Job(DieOnce("a white car"), 0, jobs[0].recipe)
-    report = render.render([killer, *jobs[:2]], tmp_path / "procs", model_path=str(tiny_sd), workers=2,
+    report = render.render([killer, *jobs[:2]], tmp_path / "procs", model=str(tiny_sd), workers=2,
                            retries=1, progress=False)
     assert (tmp_path / "died").exists()  # a worker process did die
     assert report.ok and len(report.rendered) == 3
@@ -331,7 +331,7 @@ def test_ray_matches_local(local_render, tiny_sd, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         report = render.render(
-            jobs[:2], tmp_path / "ray", model_path=str(tiny_sd), workers=2, executor="ray", progress=False
+            jobs[:2], tmp_path / "ray", model=str(tiny_sd), workers=2, executor="ray", progress=False
         )
     finally:
         ray.shutdown()
@@ -353,3 +353,22 @@ def test_bad_arguments_fail_before_work(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="not a folder"):
         render.render([job], tmp_path / "file" / "out")
+
+
+def test_model_flags_name_the_outputs_and_bad_loras_fail_before_work(tmp_path, tiny_sd, capsys):
+    from zeroshot.cli import main
+    from zeroshot.models import ModelSpec
+
+    job = render.Job("a cat", 0, METHODS["t2i"])
+    plain = render.job_stem(job, str(tiny_sd))
+    assert render.job_stem(job, ModelSpec(str(tiny_sd), device="cpu", dtype="float32")) == plain
+    styled = render.job_stem(job, ModelSpec(str(tiny_sd), loras=(("style.safetensors", 1.0),)))
+    half = render.job_stem(job, ModelSpec(str(tiny_sd), loras=(("style.safetensors", 0.5),)))
+    assert len({plain, styled, half}) == 3  # a LoRA and its scale are part of what a video was made with
+    preset = tmp_path / "p.toml"
+    preset.write_text('method = "t2i"\n[[jobs]]\nprompts = ["a cat"]\n')
+    rc = main(["render", str(preset), "--model", str(tiny_sd), "--lora", str(tmp_path / "none.safetensors"),
+               "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "LoRA file not found" in err
+    assert not (tmp_path / "out").exists()

@@ -13,6 +13,10 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zeroshot.models import ModelSpec
 
 EXIT_USAGE = 2
 
@@ -56,11 +60,7 @@ def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate a video from a prompt")
     p.add_argument("prompt")
     p.add_argument("--method", default="t2v-zero", help="a method from `zeroshot methods` (default t2v-zero)")
-    p.add_argument("--model", default=None, help="diffusers folder, .safetensors file or hub id (default: embedded)")
-    p.add_argument("--model-config", default=None, help="local diffusers folder with configs for a single file")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints")
-    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
-                   help="merge a zeroshot LoRA (.safetensors) into a copy of the UNet (repeatable)")
+    add_model_flags(p)
     p.add_argument("--frames", type=_int, dest="num_frames")
     p.add_argument("--steps", type=_int, dest="num_inference_steps")
     p.add_argument("--guidance", type=_float, dest="guidance_scale")
@@ -86,8 +86,6 @@ def _add_generate(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
     p.add_argument("--out", default=None, help="output .mp4/.gif/.png (folder of frames); default out/<stem>.mp4")
     p.add_argument("--fps", type=_float, default=8.0)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -128,41 +126,45 @@ def build_recipe(args):
     return recipe
 
 
-def _device(name: str | None):
-    import torch
+def model_spec(args) -> ModelSpec:
+    """The `ModelSpec` of the model flags shared by `generate` and `render`."""
+    from zeroshot.models import ModelSpec
+    from zeroshot.trained.lora import parse_lora_arg
 
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    loras = tuple((str(path), scale) for path, scale in map(parse_lora_arg, args.lora))
+    return ModelSpec(args.model, allow_pickle=args.allow_pickle, config=args.model_config, dtype=args.dtype,
+                     device=args.device, loras=loras)
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--model, --model-config, --allow-pickle, --lora, --device, --dtype."""
+    p.add_argument("--model", default=None, help="diffusers folder, .safetensors file or hub id (default: embedded)")
+    p.add_argument("--model-config", default=None, help="local diffusers folder with configs for a single file")
+    p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="merge a zeroshot LoRA (.safetensors) into a copy of the UNet (repeatable)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None)
 
 
 def cmd_generate(args) -> int:
-    import torch
-
     from zeroshot import io, models
     from zeroshot.generate import generate, prepare_recipe
-    from zeroshot.trained import lora
 
     recipe = build_recipe(args)
-    models.check_model_arg(args.model, allow_pickle=args.allow_pickle)
+    spec = model_spec(args)
+    spec.check()
     if args.out is not None:
         io.check_output_path(args.out)
     if args.num_videos < 1:
         raise CliError(f"--num-videos must be >= 1, got {args.num_videos}")
-    loras = [lora.parse_lora_arg(text) for text in args.lora]
-    for path, _ in loras:
-        lora.load_lora(path)  # a missing or foreign file fails here, before any model work
     # Check the recipe against the model's defaults before loading weights.
     card = models.peek(args.model)
     resolved = prepare_recipe(card, recipe, args.prompt)
     out = Path(args.out) if args.out else Path("out") / f"{io.output_stem(args.prompt, args.seed, resolved)}.mp4"
     io.check_output_path(out)
 
-    dtype = getattr(torch, args.dtype) if args.dtype else None
-    model = models.load(args.model, allow_pickle=args.allow_pickle, device=_device(args.device), dtype=dtype,
-                        config=args.model_config)
-    for path, scale in loras:
-        model = lora.personalised_model(model, path, scale=scale)
+    model = spec.load()
     result = generate(model, args.prompt, recipe, seed=args.seed, num_videos=args.num_videos,
                       progress=not args.quiet)
     for path in io.save_result(result, out, fps=args.fps):

@@ -198,6 +198,54 @@ def load(
     return model
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as the command line names it: what `zeroshot generate` and every render worker load.
+
+    `path`: as for `load` (None: the embedded model); `config`: configs for a single file;
+    `dtype`: one of `DTYPES`; `device`: None means the GPU when there is one; `loras`:
+    (file, scale) pairs merged in order (`zeroshot.trained.lora.personalised_model`).
+    """
+
+    path: str | None = None
+    allow_pickle: bool = False
+    config: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def render_id(self) -> str | None:
+        """What output names hash: the path, plus each LoRA (file stem and scale) if any."""
+        if not self.loras:
+            return self.path
+        return "+".join([self.path or "embedded", *(f"{Path(f).stem}:{s:g}" for f, s in self.loras)])
+
+    def check(self) -> None:
+        """Fail fast, before any weights load: a missing model, a refused pickle, a bad LoRA file."""
+        from zeroshot.trained.lora import load_lora
+
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ModelError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        check_model_arg(self.path, allow_pickle=self.allow_pickle)
+        for file, _ in self.loras:
+            load_lora(file)
+
+    def load(self, device: str | None = None) -> Model:
+        """The model on `device` (default: `self.device`, else the GPU when there is one)."""
+        from zeroshot.trained.lora import personalised_model
+
+        device = device or self.device or ("cuda" if torch.cuda.is_available() else None)
+        dtype = getattr(torch, self.dtype) if self.dtype else None
+        model = load(self.path, allow_pickle=self.allow_pickle, device=device, dtype=dtype, config=self.config)
+        for file, scale in self.loras:
+            model = personalised_model(model, file, scale=scale)
+        return model
+
+
 def _load_folder(path: Path, *, model_id: str) -> Model:
     from diffusers import StableDiffusionPipeline
 

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from zeroshot import io
+from zeroshot.models import ModelSpec
 from zeroshot.recipe import (
     METHODS,
     Recipe,
@@ -205,13 +206,14 @@ def apply_overrides(jobs: list[Job], overrides: list[str]) -> list[Job]:
 # the work a worker does
 
 
-def load_model(model_path: str | None, device: str | None = None, *, allow_pickle: bool = False):
-    """Load the model once per worker (on `device`, default the GPU when there is one)."""
-    from zeroshot.models import load
+def as_spec(model: ModelSpec | str | None) -> ModelSpec:
+    """A `ModelSpec` from a spec, a model path, or None (the embedded model)."""
+    return model if isinstance(model, ModelSpec) else ModelSpec(model)
 
-    if device is None and torch.cuda.is_available():
-        device = "cuda"
-    return load(model_path, device=device, allow_pickle=allow_pickle)
+
+def load_model(spec: ModelSpec, device: str | None = None):
+    """Load the model once per worker (on `device`, default the spec's, else the GPU when there is one)."""
+    return spec.load(device)
 
 
 def render_job(model, job: Job) -> dict:
@@ -227,8 +229,8 @@ def render_job(model, job: Job) -> dict:
 class Worker:
     """Holds a model; renders jobs with it (the Ray actor and pool-process body)."""
 
-    def __init__(self, model_path: str | None, device: str | None = None, allow_pickle: bool = False):
-        self.model = load_model(model_path, device, allow_pickle=allow_pickle)
+    def __init__(self, spec: ModelSpec, device: str | None = None):
+        self.model = load_model(spec, device)
 
     def run(self, job: Job) -> dict:
         return render_job(self.model, job)
@@ -237,11 +239,11 @@ class Worker:
 _PROCESS_WORKER: Worker | None = None
 
 
-def _process_init(model_path: str | None, devices, allow_pickle: bool) -> None:
+def _process_init(spec: ModelSpec, devices) -> None:
     global _PROCESS_WORKER
     torch.set_num_threads(1)
     device = devices.get() if devices is not None else None
-    _PROCESS_WORKER = Worker(model_path, device, allow_pickle)
+    _PROCESS_WORKER = Worker(spec, device)
 
 
 def _process_run(job: Job) -> dict:
@@ -257,8 +259,8 @@ class _InProcess:
 
     capacity = 1
 
-    def __init__(self, model_path: str | None, allow_pickle: bool):
-        self.worker = Worker(model_path, allow_pickle=allow_pickle)
+    def __init__(self, spec: ModelSpec):
+        self.worker = Worker(spec)
 
     def submit(self, job: Job) -> cf.Future:
         fut: cf.Future = cf.Future()
@@ -282,9 +284,9 @@ class _Processes:
     attempt, and a fresh pool is started for the next ones.
     """
 
-    def __init__(self, model_path: str | None, workers: int, allow_pickle: bool):
+    def __init__(self, spec: ModelSpec, workers: int):
         self.capacity = workers
-        self.args = (model_path, allow_pickle)
+        self.spec = spec
         self.owner: dict[cf.Future, cf.ProcessPoolExecutor] = {}
         self.pool = self._start()
 
@@ -293,14 +295,12 @@ class _Processes:
 
         ctx = mp.get_context("spawn")
         devices = None
-        if torch.cuda.is_available():
+        if self.spec.device is None and torch.cuda.is_available():
             devices = ctx.Queue()
             for i in range(self.capacity):
                 devices.put(f"cuda:{i % torch.cuda.device_count()}")
-        model_path, allow_pickle = self.args
         return cf.ProcessPoolExecutor(
-            max_workers=self.capacity, mp_context=ctx, initializer=_process_init,
-            initargs=(model_path, devices, allow_pickle),
+            max_workers=self.capacity, mp_context=ctx, initializer=_process_init, initargs=(self.spec, devices),
         )
 
     def submit(self, job: Job) -> cf.Future:
@@ -326,7 +326,7 @@ class _Processes:
 class _Ray:
     """One model-holding Ray actor per worker, a GPU each where the cluster has GPUs."""
 
-    def __init__(self, model_path: str | None, workers: int, address: str | None, allow_pickle: bool):
+    def __init__(self, spec: ModelSpec, workers: int, address: str | None):
         try:
             import ray
         except ModuleNotFoundError:
@@ -337,7 +337,7 @@ class _Ray:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self.actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(Worker)
-        self.args = (model_path, None, allow_pickle)
+        self.args = (spec,)
         self.idle = deque(self.actor_cls.remote(*self.args) for _ in range(workers))
         self.capacity = workers
         self.busy: dict[cf.Future, Any] = {}
@@ -391,9 +391,9 @@ class RenderReport:
         return text
 
 
-def job_stem(job: Job, model_path: str | None) -> str:
-    """The output stem of a job (see `zeroshot.io.output_stem`)."""
-    return io.output_stem(job.prompt, job.seed, job.recipe, model_id=model_path)
+def job_stem(job: Job, model: ModelSpec | str | None) -> str:
+    """The output stem of a job (see `zeroshot.io.output_stem`; the model part is `ModelSpec.render_id`)."""
+    return io.output_stem(job.prompt, job.seed, job.recipe, model_id=as_spec(model).render_id)
 
 
 def _is_done(job: Job, stem: str, video: Path) -> bool:
@@ -442,7 +442,7 @@ def render(
     jobs: list[Job],
     out_dir: str | os.PathLike,
     *,
-    model_path: str | None = None,
+    model: ModelSpec | str | None = None,
     workers: int = 1,
     executor: str = "local",
     retries: int = 0,
@@ -450,7 +450,6 @@ def render(
     progress: bool = True,
     fps: float = 8,
     fmt: str = "mp4",
-    allow_pickle: bool = False,
 ) -> RenderReport:
     """Render `jobs` into `out_dir`; skip jobs already done; retry failures `retries` times.
 
@@ -460,6 +459,7 @@ def render(
     actor per worker on the Ray cluster at `address` (default: a local instance, or the
     one already initialised in this process).
     """
+    spec = as_spec(model)
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers < 1:
@@ -479,7 +479,7 @@ def render(
     todo: dict[str, Job] = {}
     seen: set[str] = set()
     for job in jobs:
-        stem = job_stem(job, model_path)
+        stem = job_stem(job, spec)
         if stem in seen:
             report.duplicates += 1
             continue
@@ -498,11 +498,11 @@ def render(
         return report
     workers = min(workers, len(todo))
     if executor == "ray":
-        pool: Any = _Ray(model_path, workers, address, allow_pickle)
+        pool: Any = _Ray(spec, workers, address)
     elif workers > 1:
-        pool = _Processes(model_path, workers, allow_pickle)
+        pool = _Processes(spec, workers)
     else:
-        pool = _InProcess(model_path, allow_pickle)
+        pool = _InProcess(spec)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo) + len(report.skipped), initial=len(report.skipped), unit="job", disable=not progress)
@@ -566,8 +566,9 @@ def add_render_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("presets", nargs="+", metavar="PRESET", help="preset TOML files")
     p.add_argument("--out", default="out/renders", metavar="DIR", help="output folder (default: out/renders)")
-    p.add_argument("--model", default=None, metavar="PATH", help="model folder, file or hub id (default: embedded)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints")
+    from zeroshot.cli import add_model_flags
+
+    add_model_flags(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field in every job, e.g. --set num_inference_steps=20")
     p.add_argument("--prompt", dest="prompts", action="append", default=[], metavar="TEXT",
@@ -625,7 +626,7 @@ def check_jobs(jobs: list[Job], model_path: str | None) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     """Run `zeroshot render`; 0 when every job is done, 1 when some failed, 2 on bad input."""
-    from zeroshot.models import check_model_arg
+    from zeroshot.cli import model_spec
 
     try:
         if args.workers < 1:
@@ -633,13 +634,13 @@ def run_render(args: argparse.Namespace) -> int:
         if args.retries < 0:
             raise ValueError(f"--retries must be >= 0, got {args.retries}")
         jobs = jobs_from_args(args)
-        check_model_arg(args.model, allow_pickle=args.allow_pickle)
+        spec = model_spec(args)
+        spec.check()
         io.check_output_path(Path(args.out) / f"probe.{args.fmt}")
         check_jobs(jobs, args.model)
         report = render(
-            jobs, args.out, model_path=args.model, workers=args.workers, executor=args.executor,
+            jobs, args.out, model=spec, workers=args.workers, executor=args.executor,
             retries=args.retries, address=args.address, progress=args.progress, fps=args.fps, fmt=args.fmt,
-            allow_pickle=args.allow_pickle,
         )
     except ValueError as exc:  # RecipeError and ModelError are ValueErrors
         print(f"zeroshot: error: {str(exc).splitlines()[0]}", file=sys.stderr)

@@ -150,6 +150,7 @@ def train_lora(
     progress: bool = True,
     time_limit_s: float | None = None,
     save_every: int = 100,
+    init: str | Path | None = None,
 ) -> dict:
     """Train a LoRA on `style`d world images; returns {"losses", "wrapped", "unet"}.
 
@@ -166,6 +167,16 @@ def train_lora(
     scheduler = components["scheduler"]
     device = unet.device
     wrapped = add_lora(unet, rank=rank, targets=STYLE_TARGETS, under=STYLE_UNDER, seed=seed)
+    if init is not None:  # continue from a saved LoRA (same rank and layers)
+        from zeroshot.trained.lora import load_lora
+
+        tensors, meta = load_lora(init)
+        if int(meta["rank"]) != rank or set(tensors) != {f"{n}.{p}" for n in wrapped for p in ("down", "up")}:
+            raise ValueError(f"{init}: LoRA layers or rank ({meta['rank']}) do not match rank {rank} on this UNet")
+        with torch.no_grad():
+            for name, layer in wrapped.items():
+                layer.down.copy_(tensors[f"{name}.down"])
+                layer.up.copy_(tensors[f"{name}.up"])
     params = [p for lora in wrapped.values() for p in (lora.down, lora.up)]
     unet.train()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -213,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--init", default=None, help="continue from this LoRA file (same rank)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     components = load_components(args.model or EMBEDDED_MODEL, args.device)
@@ -226,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         style=args.style,
         out=args.out or default_out(args.style),
         time_limit_s=args.time_limit,
+        init=args.init,
     )
     losses = result["losses"]
     logger.info("LoRA: %d steps, loss %.4f -> %.4f (means of first/last 20)", len(losses),

@@ -1,15 +1,23 @@
 """Motion fields, attention masks and background smoothing, measured on the shapes model.
 
-    OMP_NUM_THREADS=1 python bench/motion_check.py [--model PATH] [--prompts 6] [--seeds 2]
+    OMP_NUM_THREADS=1 python bench/motion_check.py [--model PATH] [--prompts 6] [--seeds 2] [--set KEY=VALUE]
 
 For each shapes caption and seed it renders Text2Video-Zero videos and reads them with
 the project's detector (`zeroshot.shapes.metrics.shapes_metrics`):
 
-1. motion: translation, zoom and rotation cases; the error between the detected centroid
-   steps and the requested ones (px/frame), and the mean step along the request;
+1. motion: translation and zoom cases; the error between the detected centroid steps
+   and the requested ones (px/frame), and the robust speed along the request. Each case
+   is measured twice: on the first `prompts x seeds` videos ("all"), and on the first
+   as many videos of a larger pool (`--pool-prompts x --pool-seeds`) whose frame-0 shape
+   stays inside the frame when moved by the requested motion ("in view"). The shapes
+   model never saw a shape leave the frame, so it stops a shape at the border instead
+   of letting it leave; a request that pushes the shape out cannot be followed. Frame 0
+   does not depend on the motion (cross-frame attention reads frame 0 from itself), so
+   this choice of videos is a choice of start positions, made before the motion acts;
 2. masks: the subject tokens' cross-attention of the final pass, thresholded with Otsu
    (no dilation), against the detector's shape mask of the decoded frame (IoU, on the
-   latent grid and at image resolution);
+   latent grid and at image resolution), with and without the self-attention
+   refinement, overall and for rings (whose hole is about one latent cell wide) apart;
 3. smoothing: per-pixel background change between consecutive frames with background
    smoothing off and on (same seeds), and the motion error in both.
 
@@ -34,6 +42,7 @@ from zeroshot.methods.smoothing import (
     subject_token_indices,
 )
 from zeroshot.models import load
+from zeroshot.motion import field_from_recipe
 from zeroshot.recipe import apply_override, get_method, resolve
 from zeroshot.shapes.detector import detect
 from zeroshot.shapes.metrics import shapes_metrics
@@ -67,7 +76,8 @@ def recipe_for(model, args, overrides: dict):
         "motion.t0": args.t0,
         "motion.t1": args.t1,
     }
-    for key, value in [*((k, v) for k, v in extra.items() if v is not None), *overrides.items()]:
+    settings = dict(item.split("=", 1) for item in args.set)
+    for key, value in [*((k, v) for k, v in extra.items() if v is not None), *settings.items(), *overrides.items()]:
         recipe = apply_override(recipe, key, value)
     return resolve(recipe, model.defaults)
 
@@ -104,6 +114,19 @@ def zoom_estimate(frames: torch.Tensor) -> float:
     return math.exp(float(np.median(rates))) if rates else float("nan")
 
 
+def stays_in_view(mask: np.ndarray, motion, num_frames: int) -> bool:
+    """Whether every pixel of a frame-0 shape `mask (H, W)` stays inside the frame in every
+    frame when moved by the requested motion (a resolved recipe `Motion`)."""
+    H, W = mask.shape
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return False
+    points = torch.tensor(np.stack([xs, ys], 1), dtype=torch.float64)
+    track = field_from_recipe(motion, num_frames, H, W).forward(points, num_frames, H, W)
+    track = torch.as_tensor(track)
+    return bool((track >= 0).all() and (track[..., 0] <= W - 1).all() and (track[..., 1] <= H - 1).all())
+
+
 def mean(values) -> float:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(values)) if values else float("nan")
@@ -120,50 +143,106 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, help="height and width in px (default: the model's)")
     parser.add_argument("--t0", type=int, help="motion.t0 (default: the model's)")
     parser.add_argument("--t1", type=int, help="motion.t1 (default: the model's)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="recipe override for every run, e.g. motion.padding=reflection (a case's own keys win)",
+    )
+    parser.add_argument("--pool-prompts", type=int, default=16, help="captions to draw in-view videos from")
+    parser.add_argument("--pool-seeds", type=int, default=4, help="seeds to draw in-view videos from")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model = load(args.model)
     jobs = [(p, s) for p in captions(args.prompts) for s in range(args.seeds)]
+    pool = jobs + [
+        (p, s)
+        for p in captions(max(args.pool_prompts, args.prompts))
+        for s in range(max(args.pool_seeds, args.seeds))
+        if (p, s) not in jobs
+    ]
     results: dict = {"model": model.model_id, "videos_per_case": len(jobs), "motion": {}, "masks": {}, "smoothing": {}}
 
-    print(f"model {model.model_id}; {len(jobs)} videos per case, {args.frames} frames, t0/t1 {args.t0}/{args.t1}")
-    print(f"\n{'motion case':<28} {'error px/frame':>15} {'along px':>9} {'requested':>10} {'detected':>9} {'zoom':>6}")
+    print(
+        f"model {model.model_id}; {len(jobs)} videos per case, {args.frames} frames, "
+        f"t0/t1 {args.t0}/{args.t1} (None: the model's), set {args.set}"
+    )
+    print(
+        f"\n{'motion case':<28} {'requested':>9} | {'all: error':>10} {'along':>6} {'zoom':>6} | "
+        f"{'in view: error':>14} {'along':>6} {'zoom':>6} {'n / pool':>9}"
+    )
+    keys = ("motion_error", "along_px", "requested_speed_px", "detected_fraction", "zoom")
+    first_masks: dict = {}  # (prompt, seed) -> frame-0 shape mask (frame 0 ignores the motion)
     for name, overrides in CASES.items():
         recipe = recipe_for(model, args, overrides)
-        rows = []
-        for prompt, seed in jobs:
-            video = generate(model, prompt, recipe, seed=seed, progress=False)
-            rows.append(shapes_metrics(video.frames[0], prompt, recipe.motion))
-            rows[-1]["zoom"] = zoom_estimate(video.frames[0])
-        keys = ("motion_error", "along_px", "requested_speed_px", "detected_fraction", "zoom")
-        row = {k: mean(r[k] for r in rows) for k in keys}
+        rendered: dict = {}
+
+        def measure(prompt, seed):
+            if (prompt, seed) not in rendered:
+                video = generate(model, prompt, recipe, seed=seed, progress=False)
+                row = shapes_metrics(video.frames[0], prompt, recipe.motion)
+                row["zoom"] = zoom_estimate(video.frames[0])
+                rendered[(prompt, seed)] = row
+                first_masks.setdefault((prompt, seed), detect(video.frames[0][0]).mask)
+            return rendered[(prompt, seed)]
+
+        everything = [measure(p, s) for p, s in jobs]
+        in_view, looked_at = [], 0
+        for prompt, seed in pool:
+            if len(in_view) == len(jobs):
+                break
+            looked_at += 1
+            if (prompt, seed) not in first_masks:
+                measure(prompt, seed)
+            if stays_in_view(first_masks[(prompt, seed)], recipe.motion, recipe.num_frames):
+                in_view.append(measure(prompt, seed))
+        row = {k: mean(r[k] for r in everything) for k in keys}
+        row["in_view"] = {k: mean(r[k] for r in in_view) for k in keys}
+        row["in_view"].update(videos=len(in_view), pool_examined=looked_at)
         results["motion"][name] = row
+        iv = row["in_view"]
         print(
-            f"{name:<28} {row['motion_error']:15.2f} {row['along_px']:9.2f} "
-            f"{row['requested_speed_px']:10.2f} {row['detected_fraction']:9.2f} {row['zoom']:6.3f}"
+            f"{name:<28} {row['requested_speed_px']:9.2f} | {row['motion_error']:10.2f} {row['along_px']:6.2f} "
+            f"{row['zoom']:6.3f} | {iv['motion_error']:14.2f} {iv['along_px']:6.2f} {iv['zoom']:6.3f} "
+            f"{len(in_view):>4} / {looked_at:<3}"
         )
 
     recipe = recipe_for(model, args, {"motion.translate": [2.0, 0.0]})
-    grid_ious, full_ious = [], []
+    ious: dict = {"refined": {"grid": [], "image": [], "ring": []}, "unrefined": {"grid": [], "image": [], "ring": []}}
+    h, w = recipe.height // model.vae_scale_factor, recipe.width // model.vae_scale_factor
     for prompt, seed in jobs:
-        h, w = recipe.height // model.vae_scale_factor, recipe.width // model.vae_scale_factor
         tokens = subject_token_indices(model.tokenizer, prompt)
-        with capture_cross_attention(model.unet, tokens, args.frames, grid=(h, w)) as store:
+        with (
+            capture_cross_attention(model.unet, tokens, args.frames, grid=(h, w)) as refined,
+            capture_cross_attention(model.unet, tokens, args.frames, grid=(h, w), refine=0) as unrefined,
+        ):
             video = generate(model, prompt, recipe, seed=seed, progress=False)
-        masks = foreground_masks(store.maps(), dilate=0)[0]
-        g, fl = mask_ious(video.frames[0], masks)
-        grid_ious += g
-        full_ious += fl
-    results["masks"] = {
-        "iou_latent_grid": mean(grid_ious),
-        "iou_image": mean(full_ious),
-        "frames": len(grid_ious),
-        "fraction_iou_ge_0.7_latent": mean([float(v >= 0.7) for v in grid_ious]),
-    }
-    m = results["masks"]
-    print(f"\nattention masks vs detector ({m['frames']} frames): IoU latent grid {m['iou_latent_grid']:.3f}, "
-          f"image {m['iou_image']:.3f}, frames with IoU >= 0.7: {m['fraction_iou_ge_0.7_latent']:.2f}")
+        ring = "ring" in prompt.split()
+        for label, store in (("refined", refined), ("unrefined", unrefined)):
+            g, fl = mask_ious(video.frames[0], foreground_masks(store.maps(), dilate=0)[0])
+            ious[label]["grid"] += g
+            ious[label]["image"] += fl
+            ious[label]["ring"] += [ring] * len(g)
+    for label, v in ious.items():
+        grid, is_ring = np.array(v["grid"]), np.array(v["ring"], dtype=bool)
+        results["masks"][label] = {
+            "iou_latent_grid": mean(grid),
+            "iou_image": mean(v["image"]),
+            "frames": len(grid),
+            "fraction_iou_ge_0.7_latent": mean(grid >= 0.7),
+            "iou_latent_grid_rings": mean(grid[is_ring]),
+            "iou_latent_grid_other_shapes": mean(grid[~is_ring]),
+            "fraction_iou_ge_0.7_other_shapes": mean(grid[~is_ring] >= 0.7),
+            "ring_frames": int(is_ring.sum()),
+        }
+    print(f"\n{'attention masks':<30} {'frames':>6} {'IoU grid':>9} {'IoU 64px':>9} {'>= 0.7':>7} "
+          f"{'IoU rings':>10} {'IoU others':>11} {'others >= 0.7':>14}")
+    for label, m in results["masks"].items():
+        text = "self-attention refined" if label == "refined" else "cross-attention only"
+        print(
+            f"{text:<30} {m['frames']:6d} {m['iou_latent_grid']:9.3f} {m['iou_image']:9.3f} "
+            f"{m['fraction_iou_ge_0.7_latent']:7.2f} {m['iou_latent_grid_rings']:10.3f} "
+            f"{m['iou_latent_grid_other_shapes']:11.3f} {m['fraction_iou_ge_0.7_other_shapes']:14.2f}"
+        )
 
     print(f"\n{'smoothing':<12} {'bg change':>10} {'motion err':>11} {'consistency':>12} {'alignment':>10}")
     for label, strength in (("off", None), (f"on {args.strength}", args.strength)):

@@ -558,3 +558,28 @@ def test_embedded_model_uses_the_shipped_motion_module():
                      seed=0, progress=False)
     assert video.frames.shape == (1, 4, 3, 64, 64)
     assert float((video.latents - image.latents).abs().max()) > 1e-2  # the temporal layers act
+
+
+def test_shipped_style_lora_turns_the_embedded_models_shapes():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from zeroshot.generate import generate
+    from zeroshot.models import load
+    from zeroshot.recipe import METHODS
+    from zeroshot.trained.lora import load_lora, personalised_model
+    from zeroshot.trained.personalise import default_out, turn_score
+
+    path = default_out("turned")
+    assert load_lora(path)[1]["style"] == "turned"
+    model = load()
+    variant = personalised_model(model, path)
+    assert variant.model_id == "zeroshot/shapes+shapes_turned_lora" and variant.unet is not model.unet
+    recipe = replace(METHODS["t2i"], num_frames=2, num_inference_steps=12)
+    prompts = ["a green triangle on a magenta background", "a yellow square on a blue background"]
+    scores = {}
+    for name, m in (("base", model), ("variant", variant)):
+        frames = [f for p in prompts for f in generate(m, p, recipe, seed=0, progress=False).frames[0].numpy()]
+        scores[name] = float(np.nanmean([turn_score(f, p) for f, p in zip(frames, [p for p in prompts for _ in (0, 1)])]))
+    assert scores["base"] < 0.3 and scores["variant"] > 0.7, scores

@@ -132,8 +132,9 @@ class CrossAttentionStore:
         hidden_states = _cond_half(hidden_states, per_call)
         if hidden_states is None:
             return
-        probs = _attention_probs(attn, hidden_states, hidden_states).float().mean(1)  # (b f) n n
-        probs = probs.view(self.num_videos, self.num_frames, h * w, h * w)
+        # one frame at a time: the peak is heads * n^2 values, not frames * heads * n^2
+        probs = torch.stack([_attention_probs(attn, x, x).float().mean(1)[0] for x in hidden_states.split(1)])
+        probs = probs.view(self.num_videos, self.num_frames, h * w, h * w)  # b f n n
         self.affinity = probs if self.affinity is None else self.affinity + probs.to(self.affinity.device)
         self.self_calls += 1
 

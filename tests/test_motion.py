@@ -439,3 +439,25 @@ def test_every_motion_source_runs_through_generate(tiny_sd, tmp_path):
         assert torch.allclose(video.latents[:, :, 0], first, atol=1e-5), name
         rest.append(video.latents[:, :, 1:])
     assert all(not torch.allclose(a, b, atol=1e-3) for i, a in enumerate(rest) for b in rest[i + 1 :])
+
+
+def test_motion_check_in_view_rule():
+    """bench/motion_check.py measures "in view" videos: every frame-0 shape pixel stays in
+    the frame along the requested motion (docs/motion.md)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "motion_check.py"
+    spec = importlib.util.spec_from_file_location("bench_motion_check", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    mask = np.zeros((64, 64), bool)
+    mask[20:30, 10:20] = True  # x 10..19
+    pan = Motion(translate=(2.0, 0.0))
+    assert bench.stays_in_view(mask, pan, 8)  # right edge at 19 + 14 = 33
+    assert bench.stays_in_view(mask, Motion(translate=(6.0, 0.0)), 8)  # 19 + 42 = 61
+    assert not bench.stays_in_view(mask, Motion(translate=(7.0, 0.0)), 8)  # 19 + 49 = 68
+    assert not bench.stays_in_view(mask, Motion(translate=(-2.0, 0.0)), 8)  # 10 - 14 < 0
+    assert bench.stays_in_view(mask, Motion(translate=(0.0, 0.0), zoom=1.05), 8)
+    assert not bench.stays_in_view(mask, Motion(translate=(0.0, 0.0), zoom=1.3), 8)
+    assert not bench.stays_in_view(np.zeros((64, 64), bool), pan, 8)

@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-base", action="store_true", help="only the LoRA rows (with --lora)")
     parser.add_argument("--sheet", default=None, help="write a contact sheet PNG here")
     parser.add_argument("--json", default=None, help="write the table as JSON here")
+    parser.add_argument("--device", default=None, help="torch device (default: cpu)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    model = load(args.model)
+    model = load(args.model, device=args.device)
     from zeroshot.recipe import FreeInit, Noise
     from zeroshot.shapes.world import distinct_captions
 

@@ -19,7 +19,11 @@ the project's detector (`zeroshot.shapes.metrics.shapes_metrics`):
    latent grid and at image resolution), with and without the self-attention
    refinement, overall and for rings (whose hole is about one latent cell wide) apart;
 3. smoothing: per-pixel background change between consecutive frames with background
-   smoothing off and on (same seeds), and the motion error in both.
+   smoothing off and at each `--strength` (same seeds), the motion error, and the paired
+   per-video change of the background change against "off" (mean, standard error, and
+   the share of videos where it went down).
+
+`--parts` picks which of the three run (default: all).
 
 Prints a table and, with --json, writes the numbers.
 """
@@ -132,13 +136,23 @@ def mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def sem(values) -> float:
+    """Standard error of the mean of the finite values."""
+    values = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder (default: the embedded shapes model)")
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--strength", type=float, default=0.6, help="smoothing strength")
+    parser.add_argument("--strength", type=float, nargs="+", default=[0.6], help="smoothing strength(s)")
+    parser.add_argument(
+        "--parts", default="motion,masks,smoothing", type=lambda t: set(t.split(",")),
+        help="comma-separated subset of motion,masks,smoothing",
+    )
     parser.add_argument("--steps", type=int, help="num_inference_steps (default: the model's)")
     parser.add_argument("--size", type=int, help="height and width in px (default: the model's)")
     parser.add_argument("--t0", type=int, help="motion.t0 (default: the model's)")
@@ -172,7 +186,7 @@ def main(argv=None) -> int:
     )
     keys = ("motion_error", "along_px", "requested_speed_px", "detected_fraction", "zoom")
     first_masks: dict = {}  # (prompt, seed) -> frame-0 shape mask (frame 0 ignores the motion)
-    for name, overrides in CASES.items():
+    for name, overrides in (CASES.items() if "motion" in args.parts else ()):
         recipe = recipe_for(model, args, overrides)
         rendered: dict = {}
 
@@ -209,7 +223,7 @@ def main(argv=None) -> int:
     recipe = recipe_for(model, args, {"motion.translate": [2.0, 0.0]})
     ious: dict = {"refined": {"grid": [], "image": [], "ring": []}, "unrefined": {"grid": [], "image": [], "ring": []}}
     h, w = recipe.height // model.vae_scale_factor, recipe.width // model.vae_scale_factor
-    for prompt, seed in jobs:
+    for prompt, seed in jobs if "masks" in args.parts else ():
         tokens = subject_token_indices(model.tokenizer, prompt)
         with (
             capture_cross_attention(model.unet, tokens, args.frames, grid=(h, w)) as refined,
@@ -222,7 +236,7 @@ def main(argv=None) -> int:
             ious[label]["grid"] += g
             ious[label]["image"] += fl
             ious[label]["ring"] += [ring] * len(g)
-    for label, v in ious.items():
+    for label, v in ious.items() if "masks" in args.parts else ():
         grid, is_ring = np.array(v["grid"]), np.array(v["ring"], dtype=bool)
         results["masks"][label] = {
             "iou_latent_grid": mean(grid),
@@ -233,29 +247,47 @@ def main(argv=None) -> int:
             "iou_latent_grid_other_shapes": mean(grid[~is_ring]),
             "fraction_iou_ge_0.7_other_shapes": mean(grid[~is_ring] >= 0.7),
             "ring_frames": int(is_ring.sum()),
+            "iou_latent_grid_sem": sem(grid),
+            "iou_image_sem": sem(v["image"]),
         }
-    print(f"\n{'attention masks':<30} {'frames':>6} {'IoU grid':>9} {'IoU 64px':>9} {'>= 0.7':>7} "
-          f"{'IoU rings':>10} {'IoU others':>11} {'others >= 0.7':>14}")
+    if results["masks"]:
+        print(f"\n{'attention masks':<30} {'frames':>6} {'IoU grid':>9} {'IoU 64px':>9} {'(± sem)':>16} {'>= 0.7':>7} "
+              f"{'IoU rings':>10} {'IoU others':>11} {'others >= 0.7':>14}")
     for label, m in results["masks"].items():
         text = "self-attention refined" if label == "refined" else "cross-attention only"
         print(
             f"{text:<30} {m['frames']:6d} {m['iou_latent_grid']:9.3f} {m['iou_image']:9.3f} "
+            f"(± {m['iou_latent_grid_sem']:.3f}, {m['iou_image_sem']:.3f}) "
             f"{m['fraction_iou_ge_0.7_latent']:7.2f} {m['iou_latent_grid_rings']:10.3f} "
             f"{m['iou_latent_grid_other_shapes']:11.3f} {m['fraction_iou_ge_0.7_other_shapes']:14.2f}"
         )
 
-    print(f"\n{'smoothing':<12} {'bg change':>10} {'motion err':>11} {'consistency':>12} {'alignment':>10}")
-    for label, strength in (("off", None), (f"on {args.strength}", args.strength)):
+    if "smoothing" in args.parts:
+        print(
+            f"\n{'smoothing':<12} {'bg change':>10} {'motion err':>11} {'consistency':>12} {'alignment':>10} "
+            f"{'paired change vs off':>22} {'videos lower':>13}"
+        )
+    baseline = None
+    for strength in ([None, *args.strength] if "smoothing" in args.parts else []):
+        label = "off" if strength is None else f"on {strength}"
         r = recipe if strength is None else apply_override(recipe, "smoothing.strength", strength)
         rows = []
         for prompt, seed in jobs:
             video = generate(model, prompt, r, seed=seed, progress=False)
             rows.append(shapes_metrics(video.frames[0], prompt, r.motion))
         row = {k: mean(x[k] for x in rows) for k in ("background_change", "motion_error", "consistency", "alignment")}
+        change = np.array([x["background_change"] for x in rows])
+        if baseline is None:
+            baseline, paired = change, ""
+        else:
+            both = np.isfinite(change) & np.isfinite(baseline)
+            diff = (change - baseline)[both] / baseline[both].mean()  # relative to the mean without smoothing
+            row.update(paired_change=float(diff.mean()), paired_change_sem=sem(diff), videos_lower=mean(diff < 0))
+            paired = f"{100 * row['paired_change']:+14.1f} % ± {100 * row['paired_change_sem']:.1f} {row['videos_lower']:13.2f}"
         results["smoothing"][label] = row
         print(
             f"{label:<12} {row['background_change']:10.4f} {row['motion_error']:11.2f} "
-            f"{row['consistency']:12.2f} {row['alignment']:10.2f}"
+            f"{row['consistency']:12.2f} {row['alignment']:10.2f} {paired}"
         )
     if args.json:
         with open(args.json, "w") as fh:

@@ -540,6 +540,16 @@ def test_adapter_resolution_order(tmp_path, monkeypatch):
         ad.resolve_adapter_path(SimpleNamespace(model_id="other", defaults={}), None)
 
 
+def test_a_relative_adapter_default_resolves_in_the_model_folder(tmp_path):
+    import json
+
+    from zeroshot.models import peek
+    from zeroshot.trained.animatediff import resolve_adapter_path
+
+    (tmp_path / "zeroshot.json").write_text(json.dumps({"defaults": {"animatediff.adapter": "motion/a.safetensors"}}))
+    assert resolve_adapter_path(peek(str(tmp_path)), None) == tmp_path / "motion" / "a.safetensors"
+
+
 def test_embedded_model_uses_the_shipped_motion_module():
     from dataclasses import replace
 

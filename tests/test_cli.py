@@ -67,6 +67,30 @@ def test_bad_input_is_one_line_exit_2(tiny_sd, tmp_path, capsys, args, needle):
     assert not (tmp_path / "o.mp4").exists()
 
 
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--motion-from", "/no/such/video.mp4"], "motion.from_video"),
+        (["--path", "/no/such/path.toml"], "motion.path"),
+        (["--trajectory", "1,2-3,4"], "motion.trajectories"),
+        (["--smooth-bg", "--set", "smoothing.mask_video=/no/such/masks"], "smoothing.mask_video"),
+        (["--method", "animatediff", "--motion-adapter", "/no/such/adapter"], "animatediff.adapter"),
+        (["--method", "animatediff"], "animatediff.adapter is required"),
+    ],
+)
+def test_missing_inputs_fail_before_the_model_loads(tiny_sd, tmp_path, capsys, monkeypatch, args, needle):
+    from zeroshot import models
+
+    def no_model_work(*a, **k):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(models, "load", no_model_work)
+    rc = main(["generate", "a red cat", "--model", str(tiny_sd), "--out", str(tmp_path / "o.mp4"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert needle in err
+
+
 def test_refused_pickle(tmp_path, capsys):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"x")

@@ -46,6 +46,7 @@ def prepare_recipe(model: Model, recipe: Recipe | str, prompt: str | None = None
     recipe = resolve(recipe, model.defaults)
     validate(recipe, vae_scale_factor=model.vae_scale_factor)
     noise_priors.check(recipe.noise, recipe.num_frames)
+    check_inputs(model, recipe)
     if prompt is not None and model.vocabulary:
         from zeroshot.tokenizer import unknown_words
 
@@ -56,6 +57,30 @@ def prepare_recipe(model: Model, recipe: Recipe | str, prompt: str | None = None
                 f"(known: {' '.join(sorted(model.vocabulary))})"
             )
     return recipe
+
+
+def check_inputs(model: Model, recipe: Recipe) -> None:
+    """Fail before any model work when a file the recipe names is missing or unreadable:
+    the motion field's source (path file, trajectories, reference video), the mask video
+    and the motion adapter. (Their contents are read where they are used.)"""
+    import os
+
+    if recipe.motion is not None:
+        from zeroshot.motion import field_from_recipe
+
+        field_from_recipe(recipe.motion, recipe.num_frames, recipe.height, recipe.width)
+    for name, path in (
+        ("motion.from_video", recipe.motion and recipe.motion.from_video),
+        ("smoothing.mask_video", recipe.smoothing and recipe.smoothing.mask_video),
+    ):
+        if path and not os.path.exists(path):
+            raise RecipeError(f"{name}: {path!r} does not exist")
+    if recipe.animatediff is not None:
+        from zeroshot.trained.animatediff import resolve_adapter_path
+
+        adapter = resolve_adapter_path(model, recipe.animatediff.adapter)
+        if not adapter.exists():
+            raise RecipeError(f"animatediff.adapter: {adapter} is neither a folder nor a file")
 
 
 def step_active(index: int, num_steps: int, steps: tuple[float, float]) -> bool:

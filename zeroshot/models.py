@@ -41,6 +41,7 @@ class Model:
     model_id: str = "unknown"
     defaults: dict[str, Any] = field(default_factory=dict)
     vocabulary: list[str] | None = None
+    path: str | None = None  # the diffusers folder it was loaded from (relative defaults resolve here)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -61,7 +62,7 @@ class Model:
         return self
 
     @classmethod
-    def from_pipeline(cls, pipe, *, model_id: str | None = None, defaults=None, vocabulary=None) -> Model:
+    def from_pipeline(cls, pipe, *, model_id: str | None = None, defaults=None, vocabulary=None, path=None) -> Model:
         """Wrap the components of a diffusers Stable Diffusion pipeline (shared, not copied)."""
         name = model_id or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "pipeline")
         return cls(
@@ -73,6 +74,7 @@ class Model:
             model_id=str(name),
             defaults=dict(defaults or {}),
             vocabulary=vocabulary,
+            path=None if path is None else str(path),
         )
 
     @torch.no_grad()
@@ -114,6 +116,7 @@ class ModelCard:
     defaults: dict[str, Any]
     vocabulary: list[str] | None
     vae_scale_factor: int | None
+    path: str | None = None
 
 
 def peek(path_or_id: str | None) -> ModelCard:
@@ -127,7 +130,9 @@ def peek(path_or_id: str | None) -> ModelCard:
     if vae_config.is_file():
         channels = json.loads(vae_config.read_text()).get("block_out_channels")
         factor = 2 ** (len(channels) - 1) if channels else None
-    return ModelCard(str(path_or_id or "zeroshot/shapes"), card.get("defaults", {}), card.get("vocabulary"), factor)
+    return ModelCard(
+        str(path_or_id or "zeroshot/shapes"), card.get("defaults", {}), card.get("vocabulary"), factor, str(folder)
+    )
 
 
 def _looks_like_path(text: str) -> bool:
@@ -260,7 +265,7 @@ def _load_folder(path: Path, *, model_id: str) -> Model:
         str(path), safety_checker=None, requires_safety_checker=False, local_files_only=True
     )
     return Model.from_pipeline(
-        pipe, model_id=model_id, defaults=card.get("defaults", {}), vocabulary=card.get("vocabulary")
+        pipe, model_id=model_id, defaults=card.get("defaults", {}), vocabulary=card.get("vocabulary"), path=path
     )
 
 

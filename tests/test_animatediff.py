@@ -593,3 +593,16 @@ def test_shipped_style_lora_turns_the_embedded_models_shapes():
         frames = [f for p in prompts for f in generate(m, p, recipe, seed=0, progress=False).frames[0].numpy()]
         scores[name] = float(np.nanmean([turn_score(f, p) for f, p in zip(frames, [p for p in prompts for _ in (0, 1)])]))
     assert scores["base"] < 0.3 and scores["variant"] > 0.7, scores
+
+
+def test_evaluation_summary_of_world_videos_has_means_and_standard_errors():
+    from zeroshot.shapes.world import distinct_captions
+    from zeroshot.trained.evaluate import COLUMNS, summarise, world_videos
+
+    videos = world_videos(distinct_captions(3, 12345), 6, 2)
+    table = summarise(videos)
+    assert len(videos) == 6
+    assert table["consistency"] == 1.0 and table["alignment"] == 1.0
+    assert table["consistency_sem"] == 0.0
+    assert table["speed_px"] > 0.5 and table["speed_px_sem"] > 0
+    assert set(table) == set(COLUMNS) | {f"{k}_sem" for k in COLUMNS}

@@ -65,7 +65,8 @@ def generated_videos(model, prompts: list[str], recipe, seeds: int) -> list[tupl
 
 
 def summarise(videos: list[tuple[str, np.ndarray]], style: str | None = None) -> dict[str, float]:
-    """Mean `shapes_metrics` over videos; with `style`, also its score (`personalise.STYLES`)."""
+    """Mean `shapes_metrics` over videos (and `<column>_sem`, the standard error of each mean
+    over videos); with `style`, also its score (`personalise.STYLES`)."""
     import warnings
 
     from zeroshot.shapes.metrics import shapes_metrics
@@ -80,7 +81,13 @@ def summarise(videos: list[tuple[str, np.ndarray]], style: str | None = None) ->
                 row[style] = float(np.nanmean([STYLES[style][1](f, prompt) for f in frames]))
         rows.append(row)
     columns = COLUMNS + ((style,) if style else ())
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in columns}
+    out = {}
+    for k in columns:
+        values = np.array([r[k] for r in rows], dtype=float)
+        values = values[np.isfinite(values)]
+        out[k] = float(values.mean()) if len(values) else float("nan")
+        out[f"{k}_sem"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return out
 
 
 def contact_sheet(rows: list[tuple[str, np.ndarray]], path: str | Path, *, scale: int = 2) -> Path:
@@ -164,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     columns = COLUMNS + ((style,) if style else ())
     header = "| run | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
-    lines += [f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in columns) + " |" for name, row in table.items()]
+    lines += [
+        f"| {name} | " + " | ".join(f"{row[k]:.3f} ± {row[k + '_sem']:.3f}" for k in columns) + " |"
+        for name, row in table.items()
+    ]
     logger.info("\n%s", "\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps({"prompts": prompts, "seeds": args.seeds, "table": table}, indent=1))

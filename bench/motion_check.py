@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from zeroshot.generate import generate
+from zeroshot.metrics import mean_and_sem
 from zeroshot.methods.smoothing import (
     capture_cross_attention,
     foreground_masks,
@@ -138,8 +139,7 @@ def mean(values) -> float:
 
 def sem(values) -> float:
     """Standard error of the mean of the finite values."""
-    values = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return mean_and_sem(values)[1]
 
 
 def main(argv=None) -> int:

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from zeroshot.metrics import mean_and_sem  # noqa: E402
 from zeroshot.shapes.world import distinct_captions  # noqa: E402
 from zeroshot.recipe import (  # noqa: E402
     METHODS,
@@ -214,10 +215,7 @@ def summarise(rows: list[dict]) -> dict[str, float]:
     """Mean of every numeric metric over rows (NaN-aware), plus the standard errors."""
     out: dict[str, float] = {"videos": float(len(rows))}
     for key, *_ in COLUMNS:
-        values = np.array([row.get(key, np.nan) for row in rows], dtype=np.float64)
-        finite = values[np.isfinite(values)]
-        out[key] = float(finite.mean()) if finite.size else float("nan")
-        out[f"{key}_sem"] = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else float("nan")
+        out[key], out[f"{key}_sem"] = mean_and_sem([row.get(key, np.nan) for row in rows])
     return out
 
 

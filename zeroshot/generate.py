@@ -60,7 +60,7 @@ def prepare_recipe(model: Model, recipe: Recipe | str, prompt: str | None = None
 
 
 def check_inputs(model: Model, recipe: Recipe) -> None:
-    """Fail before any model work when a file the recipe names is missing or unreadable:
+    """Fail before any model work when a file the recipe names is missing or malformed:
     the motion field's source (path file, trajectories, reference video), the mask video
     and the motion adapter. (Their contents are read where they are used.)"""
     import os
@@ -69,7 +69,7 @@ def check_inputs(model: Model, recipe: Recipe) -> None:
         from zeroshot.motion import field_from_recipe
 
         field_from_recipe(recipe.motion, recipe.num_frames, recipe.height, recipe.width)
-    for name, path in (
+    for name, path in (  # field_from_recipe reads a reference video only when the flow is needed
         ("motion.from_video", recipe.motion and recipe.motion.from_video),
         ("smoothing.mask_video", recipe.smoothing and recipe.smoothing.mask_video),
     ):

@@ -31,6 +31,15 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 MIN_FLOW_SIDE = 128
 
 
+def mean_and_sem(values: Any) -> tuple[float, float]:
+    """Mean of the finite values and its standard error (NaN where there are too few)."""
+    values = np.asarray([v for v in values if v is not None], dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    mean = float(finite.mean()) if finite.size else float("nan")
+    sem = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else float("nan")
+    return mean, sem
+
+
 def as_frames(frames: Any) -> np.ndarray:
     """A video (f, 3, H, W) float [0, 1] tensor or array as a (f, H, W, 3) float32 array."""
     if hasattr(frames, "detach"):

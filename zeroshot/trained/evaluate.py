@@ -69,6 +69,7 @@ def summarise(videos: list[tuple[str, np.ndarray]], style: str | None = None) ->
     over videos); with `style`, also its score (`personalise.STYLES`)."""
     import warnings
 
+    from zeroshot.metrics import mean_and_sem
     from zeroshot.shapes.metrics import shapes_metrics
     from zeroshot.trained.personalise import STYLES
 
@@ -83,10 +84,7 @@ def summarise(videos: list[tuple[str, np.ndarray]], style: str | None = None) ->
     columns = COLUMNS + ((style,) if style else ())
     out = {}
     for k in columns:
-        values = np.array([r[k] for r in rows], dtype=float)
-        values = values[np.isfinite(values)]
-        out[k] = float(values.mean()) if len(values) else float("nan")
-        out[f"{k}_sem"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+        out[k], out[f"{k}_sem"] = mean_and_sem([r[k] for r in rows])
     return out
 
 

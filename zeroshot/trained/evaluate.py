@@ -6,9 +6,9 @@ For held-out captions it renders videos with: the world itself (what the motion 
 was trained on), per-frame text-to-image (no motion module), AnimateDiff with the
 embedded motion module and, with `--lora`, both again on the LoRA-personalised model
 (the same motion module, not retrained). Every video goes through
-`zeroshot.shapes.metrics.shapes_metrics`; the table gives the means: detected centroid
-speed (px/frame), identity consistency, prompt alignment, relative size change and, with
-`--lora`, the score of the LoRA's style (`personalise.STYLES`, read from the file's
+`zeroshot.shapes.metrics.shapes_metrics`; the table gives the means (± standard errors
+over videos): detected centroid speed (px/frame), identity consistency, prompt alignment,
+relative size change and, with `--lora`, the score of the LoRA's style (`personalise.STYLES`, read from the file's
 metadata: ~0 for the base model, ~1 for the style) on every row.
 """
 

@@ -74,15 +74,58 @@ DEFAULTS = {
     "width": 64,
     "num_inference_steps": 25,
     "guidance_scale": 2.0,
-    "motion.t0": 8,
-    "motion.t1": 9,
-    "motion.mode": "bilinear",
+    "motion.t0": 4,
+    "motion.t1": 5,
     "motion.translate": [2.0, 0.0],
+    "motion.mode": "bilinear",
+    "motion.padding": "border",
+}
+
+
+#: World v2 (patterned backgrounds) needs more capacity to draw 8-16 px patterns: a wider
+#: VAE (same 4x16x16 latents) and a wider UNet; the text encoder is unchanged.
+VAE_CONFIG_V2 = {**VAE_CONFIG, "block_out_channels": (32, 64, 64)}
+UNET_CONFIG_V2 = {**UNET_CONFIG, "block_out_channels": (48, 96, 96), "attention_head_dim": 4}
+
+
+@dataclass(frozen=True)
+class World:
+    """What a world version trains on: its image sampler, held-out combinations, words, sizes."""
+
+    sample_batch: object
+    held_out: frozenset
+    vocabulary: tuple
+    captions: object  # () -> every training caption
+    vae: dict
+    unet: dict
+
+
+def _captions_v1():
+    return [world.caption(s, f, b) for s in world.SHAPES for f in world.COLORS for b in world.COLORS if f != b]
+
+
+def _captions_v2():
+    return [
+        world.caption(s, f, b, p)
+        for s in world.SHAPES
+        for f in world.COLORS
+        for b in world.COLORS
+        for p in world.PATTERNS
+        if f != b
+    ]
+
+
+WORLDS = {
+    "v1": World(world.sample_batch, world.HELD_OUT, world.VOCABULARY, _captions_v1, VAE_CONFIG, UNET_CONFIG),
+    "v2": World(
+        world.sample_batch_v2, world.HELD_OUT_V2, world.VOCABULARY_V2, _captions_v2, VAE_CONFIG_V2, UNET_CONFIG_V2
+    ),
 }
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    world: str = "v1"
     seed: int = 0
     batch_size: int = 32
     vae_steps: int = 4500
@@ -106,16 +149,16 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- models
 
 
-def build_vae(**overrides):
+def build_vae(world_version: str = "v1", **overrides):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**{**VAE_CONFIG, **overrides})
+    return AutoencoderKL(**{**WORLDS[world_version].vae, **overrides})
 
 
-def build_unet(**overrides):
+def build_unet(world_version: str = "v1", **overrides):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**{**UNET_CONFIG, **overrides})
+    return UNet2DConditionModel(**{**WORLDS[world_version].unet, **overrides})
 
 
 def build_text_encoder(tokenizer, **overrides):
@@ -136,10 +179,10 @@ def build_text_encoder(tokenizer, **overrides):
 MAX_TOKENS = 16
 
 
-def build_tokenizer(directory):
+def build_tokenizer(directory, world_version: str = "v1"):
     from zeroshot.tokenizer import word_tokenizer
 
-    return word_tokenizer(world.VOCABULARY, directory, max_length=MAX_TOKENS)
+    return word_tokenizer(WORLDS[world_version].vocabulary, directory, max_length=MAX_TOKENS)
 
 
 def alphas_cumprod():
@@ -201,11 +244,12 @@ def step_generators(seed: int, stage: int, step: int, device):
     return rng, gen
 
 
-def image_batch(rng, n: int, device, *, size: int = 64):
+def image_batch(rng, n: int, device, *, size: int = 64, world_version: str = "v1"):
     """(images (n, 3, size, size) in [-1, 1], captions) from the training captions."""
     import torch
 
-    images, captions = world.sample_batch(rng, n, size=size, exclude=world.HELD_OUT)
+    w = WORLDS[world_version]
+    images, captions = w.sample_batch(rng, n, size=size, exclude=w.held_out)
     return torch.from_numpy(images).to(device) * 2 - 1, captions
 
 
@@ -261,7 +305,7 @@ def train_vae(cfg: TrainConfig, ckpt_dir: Path, device, *, deadline: float):
     state = _load(path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        vae = build_vae().to(device)
+        vae = build_vae(cfg.world).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     start = 0
     if state is not None:
@@ -282,7 +326,7 @@ def train_vae(cfg: TrainConfig, ckpt_dir: Path, device, *, deadline: float):
     smooth = None
     for step in bar:
         rng, gen = step_generators(cfg.seed, 1, step, device)
-        images, _ = image_batch(rng, cfg.batch_size, device)
+        images, _ = image_batch(rng, cfg.batch_size, device, world_version=cfg.world)
         images = random_crops(images, cfg.vae_crop, rng)
         for group in opt.param_groups:
             group["lr"] = cfg.vae_lr * lr_factor(step, cfg.vae_steps, cfg.warmup)
@@ -312,7 +356,7 @@ def train_vae(cfg: TrainConfig, ckpt_dir: Path, device, *, deadline: float):
                 )
                 return None
     vae.eval()
-    scaling = latent_scaling_factor(vae, cfg.seed, device)
+    scaling = latent_scaling_factor(vae, cfg.seed, device, world_version=cfg.world)
     vae.register_to_config(scaling_factor=scaling)
     _save(
         {
@@ -360,7 +404,7 @@ def train_decoder(cfg: TrainConfig, vae, ckpt_dir: Path, device, *, deadline: fl
     smooth = None
     for step in bar:
         rng, gen = step_generators(cfg.seed, 4, step, device)
-        images, _ = image_batch(rng, cfg.decoder_batch_size, device)
+        images, _ = image_batch(rng, cfg.decoder_batch_size, device, world_version=cfg.world)
         for group in opt.param_groups:
             group["lr"] = cfg.decoder_lr * lr_factor(
                 step, cfg.decoder_steps, cfg.warmup
@@ -401,13 +445,13 @@ def load_decoder(vae, ckpt_dir: Path):
     return vae
 
 
-def latent_scaling_factor(vae, seed: int, device, n: int = 512) -> float:
+def latent_scaling_factor(vae, seed: int, device, n: int = 512, *, world_version: str = "v1") -> float:
     """1 / std of posterior samples of `n` training images (as SD's 0.18215)."""
     import torch
 
     rng, gen = step_generators(seed, 3, 0, device)
     with torch.no_grad():
-        images, _ = image_batch(rng, n, device)
+        images, _ = image_batch(rng, n, device, world_version=world_version)
         z = torch.cat(
             [
                 vae.encode(chunk).latent_dist.sample(generator=gen)
@@ -436,7 +480,7 @@ def train_unet(
     state = _load(path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
-        unet = build_unet().to(device)
+        unet = build_unet(cfg.world).to(device)
         text = build_text_encoder(tokenizer).to(device)
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
     params = list(unet.parameters()) + list(text.parameters())
@@ -456,7 +500,7 @@ def train_unet(
         return ema_unet, ema_text
     vae.requires_grad_(False)
     ac = alphas_cumprod()
-    ids = _caption_ids(tokenizer, device)
+    ids = _caption_ids(tokenizer, device, cfg.world)
     unet.train()
     text.train()
     bar = tqdm(
@@ -469,7 +513,7 @@ def train_unet(
     smooth = None
     for step in bar:
         rng, gen = step_generators(cfg.seed, 2, step, device)
-        images, captions = image_batch(rng, cfg.batch_size, device)
+        images, captions = image_batch(rng, cfg.batch_size, device, world_version=cfg.world)
         drop = rng.random(cfg.batch_size) < cfg.drop_caption
         input_ids = torch.stack([ids["" if d else c] for c, d in zip(captions, drop)])
         with torch.no_grad():
@@ -525,17 +569,9 @@ def train_unet(
     return ema_unet, ema_text
 
 
-def _caption_ids(tokenizer, device) -> dict:
+def _caption_ids(tokenizer, device, world_version: str = "v1") -> dict:
     """Token ids (padded to model_max_length) of every training caption and the empty one."""
-    captions = sorted(
-        {
-            world.caption(s, f, b)
-            for s in world.SHAPES
-            for f in world.COLORS
-            for b in world.COLORS
-            if f != b
-        }
-    )
+    captions = sorted(set(WORLDS[world_version].captions()))
     captions.append("")
     enc = tokenizer(
         captions,
@@ -547,12 +583,12 @@ def _caption_ids(tokenizer, device) -> dict:
     return {c: enc.input_ids[i].to(device) for i, c in enumerate(captions)}
 
 
-def load_ema(ckpt_dir: Path, tokenizer):
+def load_ema(ckpt_dir: Path, tokenizer, world_version: str = "v1"):
     """(ema_unet, ema_text_encoder) of the last UNet checkpoint."""
     state = _load(Path(ckpt_dir) / "unet.pt")
     if state is None:
         raise FileNotFoundError(f"no UNet checkpoint in {ckpt_dir}")
-    unet, text = build_unet(), build_text_encoder(tokenizer)
+    unet, text = build_unet(world_version), build_text_encoder(tokenizer)
     unet.load_state_dict(state["ema_unet"])
     text.load_state_dict(state["ema_text"])
     log.info("EMA weights of UNet step %d", state["step"])
@@ -563,7 +599,7 @@ def load_ema(ckpt_dir: Path, tokenizer):
 
 
 def export(
-    out_dir: Path, vae, unet, text_encoder, tokenizer_dir: Path, *, defaults=None
+    out_dir: Path, vae, unet, text_encoder, tokenizer_dir: Path, *, defaults=None, world_version: str = "v1"
 ) -> Path:
     """Write a diffusers Stable Diffusion folder (safetensors) plus zeroshot.json."""
     import shutil
@@ -591,12 +627,12 @@ def export(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     pipe.save_pretrained(str(out_dir), safe_serialization=True)
-    write_zeroshot_json(out_dir, defaults or DEFAULTS)
+    write_zeroshot_json(out_dir, defaults or DEFAULTS, WORLDS[world_version].vocabulary)
     return out_dir
 
 
-def write_zeroshot_json(model_dir: Path, defaults: dict) -> None:
-    record = {"defaults": defaults, "vocabulary": list(world.VOCABULARY)}
+def write_zeroshot_json(model_dir: Path, defaults: dict, vocabulary=world.VOCABULARY) -> None:
+    record = {"defaults": defaults, "vocabulary": list(vocabulary)}
     (Path(model_dir) / "zeroshot.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
@@ -643,7 +679,7 @@ def main(argv=None) -> int:
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes else math.inf
     device = torch.device(args.device)
     log.info("training with %s on %s", cfg, device)
-    tokenizer = build_tokenizer(args.ckpt / "tokenizer")
+    tokenizer = build_tokenizer(args.ckpt / "tokenizer", cfg.world)
     vae = train_vae(cfg, args.ckpt, device, deadline=deadline)
     if vae is None or args.stages == "vae":
         return 0
@@ -654,14 +690,14 @@ def main(argv=None) -> int:
     if args.stages == "decoder":
         return 0
     if args.export_now:
-        result = load_ema(args.ckpt, tokenizer)
+        result = load_ema(args.ckpt, tokenizer, cfg.world)
     else:
         result = train_unet(cfg, vae, tokenizer, args.ckpt, device, deadline=deadline)
     if result is None:
         return 0
     if args.out is not None:
         vae = load_decoder(vae, args.ckpt)
-        export(args.out, vae, result[0], result[1], args.ckpt / "tokenizer")
+        export(args.out, vae, result[0], result[1], args.ckpt / "tokenizer", world_version=cfg.world)
         log.info("model written to %s", args.out)
     return 0
 

@@ -1,4 +1,12 @@
-"""The shapes world: one coloured shape on a plain background, as images and videos.
+"""The shapes world: one coloured shape on a plain or patterned background, as images and videos.
+
+Version 1 (the first embedded model) has plain backgrounds only. Version 2 adds patterned
+backgrounds (`PATTERNS`: striped, checkered, dotted), drawn in the background colour and a
+second shade of it (`shade`). The pattern's kind and colour are in the caption ("a red
+circle on a blue striped background"); its orientation, period and offset are free (not in
+the caption), so a per-frame video may change them and a consistent one keeps them. v2
+videos move the object (`ShapeMotion`, with curved paths) and the background (a camera pan
+of the pattern, `BackgroundMotion`) separately, with ground truth for both.
 
 Everything is generated on the fly from a `numpy.random.Generator`, so a seed fixes a scene,
 its caption, its pixels and its ground truth exactly. Images are float32 `(3, H, W)` in
@@ -31,9 +39,46 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLORS: tuple[str, ...] = tuple(PALETTE)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring")
 MOTION_KINDS: tuple[str, ...] = ("translate", "bounce", "zoom")
+#: v2 adds curved paths.
+MOTION_KINDS_V2: tuple[str, ...] = MOTION_KINDS + ("curve",)
+BACKGROUND_KINDS: tuple[str, ...] = ("still", "pan")
 
 #: Every word a caption can contain (the embedded model's tokenizer vocabulary).
 VOCABULARY: tuple[str, ...] = ("a", "an", "on", "background") + SHAPES + COLORS
+#: Background patterns of world v2; "plain" is v1's flat background (and caption).
+PATTERNS: tuple[str, ...] = ("plain", "striped", "checkered", "dotted")
+#: Every word of a v2 caption.
+VOCABULARY_V2: tuple[str, ...] = VOCABULARY + PATTERNS[1:]
+#: Pattern period range as a fraction of the image size (64 px: 8..16 px).
+PERIOD_RANGE = (0.125, 0.25)
+#: The pattern's second shade: this fraction of the colour's brightness; colours darker
+#: than `_DARK` luminance (black) get a lighter shade instead (40 % of the way to white).
+SHADE_BRIGHTNESS = 0.6
+_DARK = 60.0
+#: Dot radius as a fraction of the period.
+DOT_RADIUS = 0.3
+#: Orientations are unique modulo this many degrees (stripes 180, grids 90).
+PATTERN_SYMMETRY_DEG = {"plain": 360.0, "striped": 180.0, "checkered": 90.0, "dotted": 90.0}
+
+
+def shade(color: str) -> tuple[float, float, float]:
+    """RGB (0..255) of the pattern's second shade of a palette colour."""
+    c = np.array(PALETTE[color], np.float64)
+    luminance = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+    out = c * SHADE_BRIGHTNESS if luminance >= _DARK else c + 0.4 * (255.0 - c)
+    return tuple(float(v) for v in out)
+
+
+def _too_close_to_shade(fg: str, bg: str) -> bool:
+    """A foreground colour the detector cannot tell from the background's shade."""
+    d = np.linalg.norm(np.array(PALETTE[fg], np.float64) - np.array(shade(bg)))
+    return bool(d < 64.0)
+
+
+#: (fg, bg) pairs never drawn on a patterned background (gray on white or black stripes).
+PATTERN_EXCLUDED: frozenset[tuple[str, str]] = frozenset(
+    (f, b) for f in COLORS for b in COLORS if f != b and _too_close_to_shade(f, b)
+)
 
 
 def _held_out() -> frozenset[tuple[str, str, str]]:
@@ -47,6 +92,25 @@ def _held_out() -> frozenset[tuple[str, str, str]]:
 
 #: 64 (shape, fg, bg) combinations never shown in training; evaluation prompts come from here.
 HELD_OUT: frozenset[tuple[str, str, str]] = _held_out()
+
+
+def _held_out_v2() -> frozenset[tuple[str, str, str, str]]:
+    plain = {(s, f, b, "plain") for s, f, b in HELD_OUT}
+    patterned = [
+        (s, f, b, p)
+        for p in PATTERNS[1:]
+        for s in SHAPES
+        for f in COLORS
+        for b in COLORS
+        if f != b and (f, b) not in PATTERN_EXCLUDED
+    ]
+    pick = np.random.default_rng(2026).choice(len(patterned), size=96, replace=False)
+    return frozenset(plain | {patterned[i] for i in pick})
+
+
+#: World v2's held-out (shape, fg, bg, pattern) combinations: v1's 64 on plain backgrounds
+#: (so v1 and v2 are compared on the same unseen captions) and 96 patterned ones.
+HELD_OUT_V2: frozenset[tuple[str, str, str, str]] = _held_out_v2()
 
 #: Circumradius range of a shape, as a fraction of the image size (64 px: 7..19 px).
 RADIUS_RANGE = (0.11, 0.30)
@@ -72,10 +136,22 @@ class Scene:
     radius: float
     size: int = 64
     angle_deg: float = 0.0
+    #: v2 background: kind, orientation (degrees, clockwise from the x axis), period (px)
+    #: and offset (px): the pattern is drawn shifted by `pattern_offset`, so a camera pan
+    #: of v px/frame adds v to it every frame.
+    pattern: str = "plain"
+    pattern_angle_deg: float = 0.0
+    pattern_period: float = 12.0
+    pattern_offset: tuple[float, float] = (0.0, 0.0)
 
     @property
     def caption(self) -> str:
-        return caption(self.shape, self.fg, self.bg)
+        return caption(self.shape, self.fg, self.bg, self.pattern)
+
+    @property
+    def pattern_phase(self) -> tuple[float, float]:
+        """The offset in periods along the pattern's two axes, each in [0, 1)."""
+        return pattern_phase(self.pattern_offset, self.pattern_angle_deg, self.pattern_period)
 
 
 @dataclass(frozen=True)
@@ -90,6 +166,16 @@ class ShapeMotion:
     kind: str = "translate"
     velocity: tuple[float, float] = (0.0, 0.0)
     zoom: float = 1.0
+    #: curve: the velocity turns by this many degrees every frame (clockwise on screen).
+    turn_deg: float = 0.0
+
+
+@dataclass(frozen=True)
+class BackgroundMotion:
+    """How a v2 background moves: still, or a camera pan of `velocity` px/frame."""
+
+    kind: str = "still"
+    velocity: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -102,15 +188,34 @@ class Video:
     areas: np.ndarray  # (f,) px, mask pixel count
     scenes: tuple[Scene, ...]  # the scene of each frame
     motion: ShapeMotion
+    background: BackgroundMotion = BackgroundMotion()
 
     @property
     def caption(self) -> str:
         return self.scenes[0].caption
 
+    def flow(self, frame: int) -> np.ndarray:
+        """Ground-truth flow (H, W, 2) px from `frame` to `frame + 1`, (dx, dy) per pixel.
 
-def caption(shape: str, fg: str, bg: str) -> str:
-    """'a red circle on a blue background' (with 'an' before a vowel)."""
-    return f"{_article(fg)} {fg} {shape} on {_article(bg)} {bg} background"
+        Object pixels (the mask of `frame`) move with the object (translation plus the
+        change of radius about its centre); every other pixel with the background.
+        """
+        a, b = self.scenes[frame], self.scenes[frame + 1]
+        size = a.size
+        ys, xs = np.mgrid[:size, :size].astype(np.float64)
+        k = b.radius / a.radius
+        obj = np.stack(
+            [b.center[0] + k * (xs - a.center[0]) - xs, b.center[1] + k * (ys - a.center[1]) - ys], -1
+        )
+        bg = np.broadcast_to(np.array(self.background.velocity, np.float64), obj.shape)
+        return np.where(self.masks[frame][..., None], obj, bg).astype(np.float32)
+
+
+def caption(shape: str, fg: str, bg: str, pattern: str = "plain") -> str:
+    """'a red circle on a blue background' (with 'an' before a vowel); v2 patterns add a
+    word: 'a red circle on a blue striped background'."""
+    kind = "" if pattern == "plain" else f" {pattern}"
+    return f"{_article(fg)} {fg} {shape} on {_article(bg)} {bg}{kind} background"
 
 
 def _article(word: str) -> str:
@@ -119,7 +224,15 @@ def _article(word: str) -> str:
 
 def parse_caption(text: str) -> tuple[str, str, str]:
     """(shape, fg, bg) of a caption written by `caption`; ValueError for anything else."""
+    return parse_caption_v2(text)[:3]
+
+
+def parse_caption_v2(text: str) -> tuple[str, str, str, str]:
+    """(shape, fg, bg, pattern) of a v1 or v2 caption; ValueError for anything else."""
     words = text.lower().split()
+    pattern = "plain"
+    if len(words) == 8 and words[6] in PATTERNS[1:]:
+        pattern = words.pop(6)
     if (
         len(words) != 7
         or words[2] not in SHAPES
@@ -129,9 +242,64 @@ def parse_caption(text: str) -> tuple[str, str, str]:
         or words[6] != "background"
     ):
         raise ValueError(
-            f"caption {text!r} is not of the form 'a <colour> <shape> on a <colour> background'"
+            f"caption {text!r} is not of the form 'a <colour> <shape> on a <colour> [<pattern>] background'"
         )
-    return words[2], words[1], words[5]
+    return words[2], words[1], words[5], pattern
+
+
+def pattern_phase(offset, angle_deg: float, period: float) -> tuple[float, float]:
+    """An offset (px) in periods along the pattern's axes (u along angle, v across), in [0, 1)."""
+    a = math.radians(angle_deg)
+    u = offset[0] * math.cos(a) + offset[1] * math.sin(a)
+    v = -offset[0] * math.sin(a) + offset[1] * math.cos(a)
+    return (u / period) % 1.0, (v / period) % 1.0
+
+
+def sample_pattern(rng: np.random.Generator, kind: str, size: int = 64) -> dict:
+    """Random free parameters of a pattern (orientation, period, offset) as Scene fields."""
+    if kind not in PATTERNS:
+        raise ValueError(f"pattern {kind!r} is not one of {PATTERNS}")
+    if kind == "plain":
+        return {"pattern": "plain"}
+    period = float(rng.uniform(*PERIOD_RANGE) * size)
+    return {
+        "pattern": kind,
+        "pattern_angle_deg": float(rng.uniform(0.0, PATTERN_SYMMETRY_DEG[kind])),
+        "pattern_period": period,
+        "pattern_offset": (float(rng.uniform(0, period)), float(rng.uniform(0, period))),
+    }
+
+
+def sample_scene_v2(
+    rng: np.random.Generator,
+    *,
+    size: int = 64,
+    pattern=None,
+    exclude=frozenset(),
+    **fixed,
+) -> Scene:
+    """A random v2 scene: a uniformly drawn pattern kind (or `pattern`) and a v1 object.
+
+    `exclude`: (shape, fg, bg, pattern) combinations to avoid (`HELD_OUT_V2` when training);
+    `fixed`: shape/fg/bg as for `sample_scene`.
+    """
+    kind = pattern if pattern is not None else PATTERNS[rng.integers(len(PATTERNS))]
+    if kind not in PATTERNS:
+        raise ValueError(f"pattern {kind!r} is not one of {PATTERNS}")
+    while True:
+        scene = sample_scene(rng, size=size, **fixed)
+        combo = (scene.shape, scene.fg, scene.bg, kind)
+        allowed = kind == "plain" or (scene.fg, scene.bg) not in PATTERN_EXCLUDED
+        if allowed and combo not in exclude:
+            break
+        if len(fixed) == 3:
+            if not allowed:
+                raise ValueError(
+                    f"a {scene.fg} shape is not drawn on a {scene.bg} {kind} background "
+                    "(too close to its shade)"
+                )
+            break
+    return replace(scene, **sample_pattern(rng, kind, size))
 
 
 def sample_scene(
@@ -244,9 +412,40 @@ def coverage(scene: Scene) -> np.ndarray:
     return cov.astype(np.float32)
 
 
+def pattern_coverage(scene: Scene) -> np.ndarray:
+    """Fraction of each pixel drawn in the background's shade, float32 (H, W) in [0, 1].
+
+    In pattern coordinates (u, v) = rotation by -angle of (pixel - offset): stripes shade
+    the second half of every period of u, a checkerboard alternates cells of half a period,
+    dots are discs of `DOT_RADIUS` periods on a square lattice of one period.
+    """
+    if scene.pattern == "plain":
+        return np.zeros((scene.size, scene.size), np.float32)
+    s = _SUPERSAMPLE
+    grid = (np.arange(scene.size * s) + 0.5) / s - 0.5  # supersample centres in px
+    x, y = np.meshgrid(grid - scene.pattern_offset[0], grid - scene.pattern_offset[1])
+    a = math.radians(scene.pattern_angle_deg)
+    p = scene.pattern_period
+    u = (x * math.cos(a) + y * math.sin(a)) / p
+    v = (-x * math.sin(a) + y * math.cos(a)) / p
+    if scene.pattern == "striped":
+        on = (u % 1.0) >= 0.5
+    elif scene.pattern == "checkered":
+        on = (np.floor(2 * u) + np.floor(2 * v)) % 2 == 1
+    elif scene.pattern == "dotted":
+        on = (u - np.round(u)) ** 2 + (v - np.round(v)) ** 2 < DOT_RADIUS**2
+    else:
+        raise ValueError(f"pattern {scene.pattern!r} is not one of {PATTERNS}")
+    cov = on.astype(np.float32).reshape(scene.size, s, scene.size, s).mean(axis=(1, 3))
+    return cov
+
+
 def _compose(scene: Scene, cov: np.ndarray) -> np.ndarray:
     fg = np.array(PALETTE[scene.fg], np.float32)[:, None, None] / 255.0
     bg = np.array(PALETTE[scene.bg], np.float32)[:, None, None] / 255.0
+    if scene.pattern != "plain":
+        dark = np.array(shade(scene.bg), np.float32)[:, None, None] / 255.0
+        bg = bg + (dark - bg) * pattern_coverage(scene)[None]
     return (bg + (fg - bg) * cov[None]).astype(np.float32)
 
 
@@ -265,6 +464,8 @@ def render_image(scene: Scene, size: int | None = None) -> np.ndarray:
             center=(scene.center[0] * k, scene.center[1] * k),
             radius=scene.radius * k,
             size=size,
+            pattern_period=scene.pattern_period * k,
+            pattern_offset=(scene.pattern_offset[0] * k, scene.pattern_offset[1] * k),
         )
     return render(scene)[0]
 
@@ -285,14 +486,37 @@ def scene_at(scene: Scene, motion: ShapeMotion, frame: int) -> Scene:
         )
         radius = float(np.clip(scene.radius * motion.zoom**frame, lo, max(lo, hi)))
         return replace(scene, radius=radius)
+    if motion.kind == "curve":
+        dx, dy = _curve_offset(motion, frame)
+        return replace(scene, center=(scene.center[0] + dx, scene.center[1] + dy))
     dx, dy = motion.velocity
     x, y = scene.center[0] + dx * frame, scene.center[1] + dy * frame
     if motion.kind == "bounce":
         lo, hi = scene.radius + 1.0, size - 2.0 - scene.radius
         x, y = _reflect(x, lo, hi), _reflect(y, lo, hi)
     elif motion.kind != "translate":
-        raise ValueError(f"motion kind {motion.kind!r} is not one of {MOTION_KINDS}")
+        raise ValueError(f"motion kind {motion.kind!r} is not one of {MOTION_KINDS_V2}")
     return replace(scene, center=(float(x), float(y)))
+
+
+def _curve_offset(motion: ShapeMotion, frame: int) -> tuple[float, float]:
+    """Displacement after `frame` frames of a velocity turning `turn_deg` per frame."""
+    a = math.radians(motion.turn_deg) * np.arange(frame)
+    vx, vy = motion.velocity
+    dx = float(np.sum(vx * np.cos(a) - vy * np.sin(a)))
+    dy = float(np.sum(vx * np.sin(a) + vy * np.cos(a)))
+    return dx, dy
+
+
+def background_at(scene: Scene, background: BackgroundMotion, frame: int) -> Scene:
+    """The scene with its pattern moved by `frame` frames of a camera pan."""
+    if background.kind not in BACKGROUND_KINDS:
+        raise ValueError(f"background motion {background.kind!r} is not one of {BACKGROUND_KINDS}")
+    if background.kind == "still":
+        return scene
+    ox, oy = scene.pattern_offset
+    vx, vy = background.velocity
+    return replace(scene, pattern_offset=(ox + vx * frame, oy + vy * frame))
 
 
 def _reflect(v: float, lo: float, hi: float) -> float:
@@ -304,36 +528,49 @@ def _reflect(v: float, lo: float, hi: float) -> float:
 
 
 def fit_translation(scene: Scene, motion: ShapeMotion, num_frames: int) -> Scene:
-    """Move the start of a translating scene so the whole path stays inside the image."""
-    if motion.kind != "translate":
+    """Move the start of a translating (or curving) scene so the whole path stays inside."""
+    if motion.kind not in ("translate", "curve"):
         return scene
     size, m = scene.size, scene.radius + 1.0
     start = []
-    for c, v in zip(scene.center, motion.velocity):
-        end_shift = v * (num_frames - 1)
-        lo, hi = m - min(0.0, end_shift), size - 1 - m - max(0.0, end_shift)
+    path = np.array([_curve_offset(motion, k) for k in range(num_frames)])
+    if motion.kind == "translate":
+        path = np.outer(np.arange(num_frames), motion.velocity)
+    for c, low, high in zip(scene.center, path.min(0), path.max(0)):
+        end_shift = high + low
+        lo, hi = m - low, size - 1 - m - high
         start.append(
             float(np.clip(c, lo, hi)) if lo <= hi else (size - 1) / 2 - end_shift / 2
         )
     return replace(scene, center=(start[0], start[1]))
 
 
-def render_video(scene: Scene, motion: ShapeMotion, num_frames: int) -> Video:
-    """Render `num_frames` frames of `scene` under `motion`, with per-frame ground truth.
+def render_video(
+    scene: Scene,
+    motion: ShapeMotion,
+    num_frames: int,
+    background: BackgroundMotion = BackgroundMotion(),
+) -> Video:
+    """Render `num_frames` frames of `scene` under `motion` (and a v2 `background`
+    motion), with per-frame ground truth.
 
-    A translating scene is first shifted (`fit_translation`) so it stays inside the frame.
+    A translating or curving scene is first shifted (`fit_translation`) so it stays inside.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     scene = fit_translation(scene, motion, num_frames)
-    scenes = tuple(scene_at(scene, motion, k) for k in range(num_frames))
+    scenes = tuple(
+        background_at(scene_at(scene, motion, k), background, k) for k in range(num_frames)
+    )
     frames, masks = zip(*(render(s) for s in scenes))
     masks = np.stack(masks)
     ys, xs = np.mgrid[: scene.size, : scene.size]
     areas = masks.sum(axis=(1, 2)).astype(np.float64)
     cx = (masks * xs).sum(axis=(1, 2)) / np.maximum(areas, 1)
     cy = (masks * ys).sum(axis=(1, 2)) / np.maximum(areas, 1)
-    return Video(np.stack(frames), masks, np.stack([cx, cy], 1), areas, scenes, motion)
+    return Video(
+        np.stack(frames), masks, np.stack([cx, cy], 1), areas, scenes, motion, background
+    )
 
 
 def sample_video(
@@ -346,6 +583,58 @@ def sample_video(
     """A random scene under a random motion, rendered."""
     scene = sample_scene(rng, size=size)
     return render_video(scene, sample_motion(rng, kind, size=size), num_frames)
+
+
+def sample_motion_v2(
+    rng: np.random.Generator, kind: str | None = None, *, size: int = 64
+) -> ShapeMotion:
+    """A random v2 object motion: v1's kinds plus curves (1..3 px/frame, turning 10..30 deg/frame)."""
+    kind = kind if kind is not None else MOTION_KINDS_V2[rng.integers(len(MOTION_KINDS_V2))]
+    if kind != "curve":
+        return sample_motion(rng, kind, size=size)
+    base = sample_motion(rng, "translate", size=size)
+    turn = float(rng.uniform(10.0, 30.0)) * (1 if rng.random() < 0.5 else -1)
+    return ShapeMotion("curve", velocity=base.velocity, turn_deg=turn)
+
+
+def sample_background_motion(
+    rng: np.random.Generator, kind: str | None = None, *, size: int = 64
+) -> BackgroundMotion:
+    """Still (half of the time) or a camera pan of 0.5..2 px/frame in a random direction."""
+    kind = kind if kind is not None else BACKGROUND_KINDS[rng.integers(len(BACKGROUND_KINDS))]
+    if kind not in BACKGROUND_KINDS:
+        raise ValueError(f"background motion {kind!r} is not one of {BACKGROUND_KINDS}")
+    if kind == "still":
+        return BackgroundMotion()
+    speed = rng.uniform(0.5, 2.0) * size / 64
+    angle = rng.uniform(0, 2 * math.pi)
+    return BackgroundMotion("pan", (float(speed * math.cos(angle)), float(speed * math.sin(angle))))
+
+
+def sample_video_v2(
+    rng: np.random.Generator,
+    num_frames: int = 8,
+    *,
+    size: int = 64,
+    kind: str | None = None,
+    background: str | None = None,
+    exclude=frozenset(),
+) -> Video:
+    """A random v2 scene under random object and background motions, rendered."""
+    scene = sample_scene_v2(rng, size=size, exclude=exclude)
+    motion = sample_motion_v2(rng, kind, size=size)
+    bg_motion = sample_background_motion(rng, background, size=size)
+    if scene.pattern == "plain":
+        bg_motion = BackgroundMotion()  # a plain background shows no pan
+    return render_video(scene, motion, num_frames, bg_motion)
+
+
+def sample_batch_v2(
+    rng: np.random.Generator, n: int, *, size: int = 64, exclude=frozenset()
+) -> tuple[np.ndarray, list[str]]:
+    """n random v2 images (n, 3, H, W) float32 and their captions."""
+    scenes = [sample_scene_v2(rng, size=size, exclude=exclude) for _ in range(n)]
+    return np.stack([render(s)[0] for s in scenes]), [s.caption for s in scenes]
 
 
 def sample_batch(

@@ -57,17 +57,28 @@ def cross_frame_attention(
     mode: str = "first",
     anchor: int = 0,
     layers=("down", "mid", "up"),
+    names=None,
 ) -> Iterator[FrameState]:
     """Install cross-frame self-attention (Text2Video-Zero Sec. 3.3) on a UNet.
 
-    Every selected self-attention layer wraps the processor installed there. Yields the
-    shared `FrameState`: set `.num_frames` when the frame count of the UNet call changes
-    and `.active` to switch the effect per step.
+    `names`: the processors to wrap, as a model family lists them
+    (`attention_layers("spatial_self")`); without it, a 2-D UNet's self-attention (attn1)
+    in the given `layers` parts. Every selected layer wraps the processor installed
+    there; selecting none is an error. Yields the shared `FrameState`: set `.num_frames`
+    when the frame count of the UNet call changes and `.active` to switch it per step.
     """
     state = FrameState(num_frames=num_frames, mode=mode, anchor=anchor)
+    chosen = None if names is None else frozenset(names)
+    if chosen is None and any("temp_attentions" in n or "motion_modules" in n for n in unet.attn_processors):
+        raise ValueError("cross_frame_attention: this UNet has temporal attention; pass the spatial layers as names")
 
     def select(name: str) -> bool:
+        if chosen is not None:
+            return name in chosen
         return is_spatial_self_attention(name) and in_parts(name, layers)
+
+    if not any(select(n) for n in unet.attn_processors):
+        raise ValueError("cross_frame_attention: no self-attention layer selected")
 
     def wrap(_name: str, proc):
         return CrossFrameAttnProcessor(proc, state)

@@ -1,5 +1,6 @@
-"""Load a frozen text-to-image model: the embedded shapes model, a diffusers folder, a single
-`.safetensors` checkpoint, or a hub id (where a hub is reachable).
+"""Load a model: the embedded shapes model, a diffusers folder of any family in
+`zeroshot.families.FAMILIES` (SD 1.x/2.x, SDXL, AnimateDiff, ModelScope/ZeroScope), a single
+`.safetensors` checkpoint (SD, SDXL), or a hub id (where a hub is reachable).
 
 A model folder may carry `zeroshot.json` with recommended recipe settings
 (`{"defaults": {"guidance_scale": 3.0, "motion.t0": 16, ...}, "vocabulary": [...]}`);
@@ -10,88 +11,29 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from zeroshot.families import SD, UnsupportedFamily, family_for
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = Path(__file__).parent / "shapes" / "model"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
-# The seam for more families: model_index.json's _class_name -> loader.
-FUTURE_PIPELINES = {"StableDiffusionXLPipeline": "SDXL"}
+#: Families whose single checkpoint files diffusers converts (`from_single_file`).
+SINGLE_FILE_FAMILIES = ("sd", "sdxl")
 
 
 class ModelError(ValueError):
     """A model could not be found or loaded. The message is one line for users."""
 
 
-@dataclass
-class Model:
-    """The frozen components of a text-to-image latent diffusion model."""
-
-    unet: Any
-    vae: Any
-    text_encoder: Any
-    tokenizer: Any
-    scheduler: Any
-    model_id: str = "unknown"
-    defaults: dict[str, Any] = field(default_factory=dict)
-    vocabulary: list[str] | None = None
-    path: str | None = None  # the diffusers folder it was loaded from (relative defaults resolve here)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    def to(self, device=None, dtype=None) -> Model:
-        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.to(**kwargs)
-        return self
-
-    @classmethod
-    def from_pipeline(cls, pipe, *, model_id: str | None = None, defaults=None, vocabulary=None, path=None) -> Model:
-        """Wrap the components of a diffusers Stable Diffusion pipeline (shared, not copied)."""
-        name = model_id or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "pipeline")
-        return cls(
-            unet=pipe.unet,
-            vae=pipe.vae,
-            text_encoder=pipe.text_encoder,
-            tokenizer=pipe.tokenizer,
-            scheduler=pipe.scheduler,
-            model_id=str(name),
-            defaults=dict(defaults or {}),
-            vocabulary=vocabulary,
-            path=None if path is None else str(path),
-        )
-
-    @torch.no_grad()
-    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        """Text embeddings `(n, L, D)` as Stable Diffusion computes them."""
-        tok = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        ids = tok.input_ids.to(self.text_encoder.device)
-        mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
-            mask = tok.attention_mask.to(ids.device)
-        return self.text_encoder(ids, attention_mask=mask)[0].to(self.unet.dtype)
+#: A loaded model is an instance of its family's class (zeroshot.families); `Model` is the
+#: Stable Diffusion family, the default.
+Model = SD
 
 
 def read_model_card(folder: Path) -> dict:
@@ -117,6 +59,7 @@ class ModelCard:
     vocabulary: list[str] | None
     vae_scale_factor: int | None
     path: str | None = None
+    family_class: type | None = None  # None: not known without loading (a hub id or a single file)
 
 
 def peek(path_or_id: str | None) -> ModelCard:
@@ -124,6 +67,7 @@ def peek(path_or_id: str | None) -> ModelCard:
     folder = EMBEDDED_MODEL if path_or_id is None else Path(path_or_id).expanduser()
     if not folder.is_dir():
         return ModelCard(str(path_or_id), {}, None, None)
+    family = folder_family(folder, str(path_or_id or "zeroshot/shapes")).family
     card = read_model_card(folder)
     factor = None
     vae_config = folder / "vae" / "config.json"
@@ -131,8 +75,25 @@ def peek(path_or_id: str | None) -> ModelCard:
         channels = json.loads(vae_config.read_text()).get("block_out_channels")
         factor = 2 ** (len(channels) - 1) if channels else None
     return ModelCard(
-        str(path_or_id or "zeroshot/shapes"), card.get("defaults", {}), card.get("vocabulary"), factor, str(folder)
+        str(path_or_id or "zeroshot/shapes"),
+        card.get("defaults", {}),
+        card.get("vocabulary"),
+        factor,
+        str(folder),
+        family,
     )
+
+
+def folder_family(folder: Path, model_id: str) -> type:
+    """The family class of a diffusers folder, from its model_index.json `_class_name`."""
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{model_id}: unreadable model_index.json ({exc})") from None
+    try:
+        return family_for(index.get("_class_name", "StableDiffusionPipeline"), model_id)
+    except UnsupportedFamily as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _looks_like_path(text: str) -> bool:
@@ -183,6 +144,8 @@ def load(
     - a hub id such as `org/name` (needs a reachable hub).
     """
     check_model_arg(path_or_id, allow_pickle=allow_pickle)
+    if path_or_id is not None and Path(path_or_id).expanduser().is_dir():
+        folder_family(Path(path_or_id).expanduser(), str(path_or_id))  # unsupported: one line, no weights read
     if path_or_id is None:
         model = _load_folder(EMBEDDED_MODEL, model_id="zeroshot/shapes")
     else:
@@ -193,7 +156,7 @@ def load(
             model = _load_single_file(path, config=config)
         else:
             model = _load_hub(path_or_id)
-    for module in (model.unet, model.vae, model.text_encoder):
+    for module in model.modules():
         module.requires_grad_(False)
         module.eval()
     if dtype is not None and dtype != model.dtype:
@@ -251,53 +214,63 @@ class ModelSpec:
         return model
 
 
-def _load_folder(path: Path, *, model_id: str) -> Model:
-    from diffusers import StableDiffusionPipeline
+def _pipeline_class(family: type):
+    import diffusers
 
-    index = json.loads((path / "model_index.json").read_text())
-    kind = index.get("_class_name", "StableDiffusionPipeline")
-    if kind in FUTURE_PIPELINES:
-        raise ModelError(f"{model_id}: {FUTURE_PIPELINES[kind]} models ({kind}) are not supported yet; SD 1.x/2.x are")
-    if kind not in SUPPORTED_PIPELINES:
-        raise ModelError(f"{model_id}: unsupported pipeline {kind!r}; supported: {', '.join(SUPPORTED_PIPELINES)}")
+    return getattr(diffusers, family.pipelines[0])
+
+
+def _pipeline_kwargs(family: type) -> dict[str, Any]:
+    """Loader options: SD folders may name a safety checker that is not shipped."""
+    return dict(safety_checker=None, requires_safety_checker=False) if family is SD else {}
+
+
+def _load_folder(path: Path, *, model_id: str):
+    from zeroshot.trained.inflate import quiet_diffusers
+
+    family = folder_family(path, model_id)
     card = read_model_card(path)
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(path), safety_checker=None, requires_safety_checker=False, local_files_only=True
-    )
-    return Model.from_pipeline(
+    with quiet_diffusers():
+        pipe = _pipeline_class(family).from_pretrained(str(path), local_files_only=True, **_pipeline_kwargs(family))
+    return family.from_pipeline(
         pipe, model_id=model_id, defaults=card.get("defaults", {}), vocabulary=card.get("vocabulary"), path=path
     )
 
 
-def _load_single_file(path: Path, *, config: str | None) -> Model:
-    from diffusers import StableDiffusionPipeline
-
-    kwargs: dict[str, Any] = dict(safety_checker=None, requires_safety_checker=False)
+def _load_single_file(path: Path, *, config: str | None):
+    family = SD if config is None else folder_family(Path(config), str(config))
+    if family.family not in SINGLE_FILE_FAMILIES:
+        raise ModelError(
+            f"{path}: single-file checkpoints of the {family.family} family are not supported; "
+            "pass its diffusers folder"
+        )
+    kwargs: dict[str, Any] = _pipeline_kwargs(family)
     if config is not None:
         kwargs.update(config=str(config), local_files_only=True)
     try:
-        pipe = StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+        pipe = _pipeline_class(family).from_single_file(str(path), **kwargs)
     except Exception as exc:  # noqa: BLE001 - hub, format and config errors come in many types
         raise ModelError(
             f"{path}: could not load the single-file checkpoint ({_first_line(exc)}); offline, pass "
             "config=<local diffusers folder of the same family> (CLI: --model-config)"
         ) from None
-    return Model.from_pipeline(pipe, model_id=str(path))
+    return family.from_pipeline(pipe, model_id=str(path))
 
 
-def _load_hub(model_id: str) -> Model:
-    from diffusers import StableDiffusionPipeline
+def _load_hub(model_id: str):
+    from diffusers import DiffusionPipeline
 
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            model_id, safety_checker=None, requires_safety_checker=False
-        )
+        pipe = DiffusionPipeline.from_pretrained(model_id)
     except Exception as exc:  # noqa: BLE001 - hub/network errors come in many types
         raise ModelError(
             f"could not load {model_id!r} from the model hub ({_first_line(exc)}); if this machine is "
             "offline, download the model elsewhere and pass its local folder: --model /path/to/folder"
         ) from None
-    return Model.from_pipeline(pipe, model_id=model_id)
+    try:
+        return family_for(type(pipe).__name__, model_id).from_pipeline(pipe, model_id=model_id)
+    except UnsupportedFamily as exc:
+        raise ModelError(str(exc)) from None
 
 
 def _first_line(exc: BaseException) -> str:

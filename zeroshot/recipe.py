@@ -113,6 +113,16 @@ class AnimateDiff:
 
 
 @dataclass(frozen=True)
+class Windows:
+    """Context windows over the model function (long videos; zeroshot.techniques.windows):
+    the network runs on `length` frames every `stride`, fused with `weighting`."""
+
+    length: int = 16
+    stride: int = 4
+    weighting: str = "pyramid"  # pyramid | flat
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything about how a video is made, except model, prompt and seed."""
 
@@ -124,13 +134,14 @@ class Recipe:
     guidance_scale: float | None = None
     negative_prompt: str = ""
     eta: float = 0.0
-    scheduler: str = "ddim"
+    scheduler: str = "auto"  # the model's own, or one of zeroshot.sampling.SCHEDULERS
     noise: Noise = field(default_factory=Noise)
     cross_frame: CrossFrame | None = None
     motion: Motion | None = None
     smoothing: Smoothing | None = None
     freeinit: FreeInit | None = None
     animatediff: AnimateDiff | None = None
+    windows: Windows | None = None
 
 
 LIBRARY_DEFAULTS: dict[str, Any] = {
@@ -151,7 +162,36 @@ METHODS: dict[str, Recipe] = {
     "pyoco-mixed": Recipe(method="pyoco-mixed", noise=Noise(prior="mixed")),
     "pyoco-progressive": Recipe(method="pyoco-progressive", noise=Noise(prior="progressive")),
     "videofusion": Recipe(method="videofusion", noise=Noise(prior="videofusion")),
+    "video": Recipe(method="video"),
 }
+#: A method's one-line description (`zeroshot methods`).
+DESCRIPTIONS: dict[str, str] = {
+    "t2i": "independent frames of an image model (the baseline)",
+    "t2v-zero": "Text2Video-Zero: motion dynamics in the latents + cross-frame attention to frame 0",
+    "animatediff": "AnimateDiff motion modules (an adapter on an image model, or an AnimateDiff folder)",
+    "pyoco-mixed": "PYoCo mixed noise prior",
+    "pyoco-progressive": "PYoCo progressive noise prior",
+    "videofusion": "VideoFusion shared + residual noise prior",
+    "video": "a video model's own sampling (ModelScope/ZeroScope, AnimateDiff folders)",
+}
+
+
+def natural_method(family) -> str:
+    """The method a model runs without --method: t2v-zero for image models, the model's own
+    video sampling for video models (`animatediff` for AnimateDiff folders)."""
+    if family.family == "animatediff":
+        return "animatediff"
+    return "t2v-zero" if family.image_model else "video"
+
+
+def rebase(recipe: Recipe, method: str) -> Recipe:
+    """`recipe` re-based on another method: that method's parts, this recipe's top-level
+    settings (frames, size, steps, guidance, negative prompt, eta, scheduler, noise)."""
+    base = get_method(method)
+    keep = {f.name: getattr(recipe, f.name) for f in fields(Recipe) if _part_type(_hints(Recipe)[f.name]) is None}
+    keep["noise"] = recipe.noise if recipe.noise != Recipe().noise else base.noise
+    keep["method"] = method
+    return replace(base, **keep)
 
 
 def get_method(name: str) -> Recipe:
@@ -351,6 +391,10 @@ def apply_override(recipe: Recipe, key: str, value: Any) -> Recipe:
     """
     value = _parse_value(value)
     head, _, rest = key.partition(".")
+    if key == "method":
+        if not isinstance(value, str):
+            raise RecipeError(f"method: expected a method name, got {value!r}")
+        return rebase(recipe, value)
     hints = _hints(Recipe)
     if head not in hints:
         valid = ", ".join(f.name for f in fields(Recipe))
@@ -452,8 +496,14 @@ def resolve(recipe: Recipe, model_defaults: dict[str, Any] | None = None) -> Rec
     return out
 
 
-def validate(recipe: Recipe, *, vae_scale_factor: int | None = None) -> None:
-    """Raise RecipeError (one line naming the field and the valid range) if invalid."""
+def validate(recipe: Recipe, *, vae_scale_factor: int | None = None, family=None) -> None:
+    """Raise RecipeError (one line naming the field and the valid range) if invalid.
+
+    The top-level fields are checked here; every part by its technique
+    (`zeroshot.techniques`), against `family` (a family class; default Stable Diffusion).
+    """
+    from zeroshot.sampling import SCHEDULERS
+
     r = recipe
     if r.num_frames < 1:
         raise RecipeError(f"num_frames must be >= 1, got {r.num_frames}")
@@ -474,55 +524,10 @@ def validate(recipe: Recipe, *, vae_scale_factor: int | None = None) -> None:
         raise RecipeError(f"eta must be in [0, 1], got {r.eta}")
     if r.scheduler not in SCHEDULERS:
         raise RecipeError(f"scheduler {r.scheduler!r} unknown; valid: {', '.join(SCHEDULERS)}")
-    if r.cross_frame is not None:
-        cf = r.cross_frame
-        if cf.mode not in ("first", "sparse-causal"):
-            raise RecipeError(f"cross_frame.mode must be first or sparse-causal, got {cf.mode!r}")
-        bad = [x for x in cf.layers if x not in ("down", "mid", "up")]
-        if bad or not cf.layers:
-            raise RecipeError(f"cross_frame.layers must be a non-empty subset of down, mid, up, got {cf.layers!r}")
-        if not 0 <= cf.anchor < r.num_frames:
-            raise RecipeError(f"cross_frame.anchor must be in [0, {r.num_frames - 1}], got {cf.anchor}")
-        s0, s1 = cf.steps
-        if not 0.0 <= s0 <= s1 <= 1.0:
-            raise RecipeError(f"cross_frame.steps must satisfy 0 <= start <= end <= 1, got {cf.steps!r}")
-    if r.motion is not None:
-        m = r.motion
-        if m.mode is not None and m.mode not in ("nearest", "bilinear", "variance-preserving"):
-            raise RecipeError(f"motion.mode must be nearest, bilinear or variance-preserving, got {m.mode!r}")
-        if m.padding is not None and m.padding not in ("reflection", "border", "zeros"):
-            raise RecipeError(f"motion.padding must be reflection, border or zeros, got {m.padding!r}")
-        if m.zoom <= 0:
-            raise RecipeError(f"motion.zoom must be > 0, got {m.zoom}")
-        if m.t0 is not None and m.t1 is not None:
-            n = r.num_inference_steps
-            if not 0 <= m.t0 < m.t1:
-                raise RecipeError(f"motion.t0 must be >= 0 and < motion.t1, got t0={m.t0}, t1={m.t1}")
-            if n is not None and m.t1 > n - 1:
-                raise RecipeError(f"motion.t1 must be <= num_inference_steps - 1 = {n - 1}, got {m.t1}")
-    if r.smoothing is not None and not 0.0 <= r.smoothing.strength <= 1.0:
-        raise RecipeError(f"smoothing.strength must be in [0, 1], got {r.smoothing.strength}")
-    if r.smoothing is not None and r.motion is None:
-        raise RecipeError("smoothing needs motion (Text2Video-Zero dynamics); set motion=on or smoothing=off")
-    if r.animatediff is not None:
-        ad = r.animatediff
-        if ad.context_length is not None and ad.context_length < 1:
-            raise RecipeError(f"animatediff.context_length must be >= 1, got {ad.context_length}")
-        if ad.context_stride < 1:
-            raise RecipeError(f"animatediff.context_stride must be >= 1, got {ad.context_stride}")
-        if r.cross_frame is not None:
-            raise RecipeError("cross_frame cannot be combined with animatediff (its temporal layers attend across frames)")
-    if r.freeinit is not None:
-        fi = r.freeinit
-        if fi.iterations < 1:
-            raise RecipeError(f"freeinit.iterations must be >= 1, got {fi.iterations}")
-        if fi.filter not in ("butterworth", "gaussian", "ideal", "box"):
-            raise RecipeError(f"freeinit.filter must be butterworth, gaussian, ideal or box, got {fi.filter!r}")
-        if fi.d_s <= 0 or fi.d_t <= 0:
-            raise RecipeError(f"freeinit.d_s and freeinit.d_t must be > 0, got {fi.d_s}, {fi.d_t}")
+    from zeroshot.families import SD
+    from zeroshot.techniques import check_all
 
-
-SCHEDULERS = ("ddim", "ddpm", "euler", "euler-ancestral", "dpm++")
+    check_all(r, family or SD)
 
 
 def recipe_fields() -> list[str]:
@@ -549,7 +554,10 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "Smoothing",
+    "Windows",
     "apply_override",
+    "natural_method",
+    "rebase",
     "get_method",
     "recipe_from_dict",
     "recipe_hash",

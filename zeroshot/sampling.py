@@ -8,10 +8,8 @@ goes through.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import importlib
 import inspect
 from collections.abc import Callable
 
@@ -21,46 +19,32 @@ EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NoiseFn = Callable[[torch.Size], torch.Tensor]
 
 
-def make_scheduler(name: str, config):
-    """A fresh scheduler of a named kind from a model's scheduler config."""
-    from diffusers import (
-        DDIMScheduler,
-        DDPMScheduler,
-        DPMSolverMultistepScheduler,
-        EulerAncestralDiscreteScheduler,
-        EulerDiscreteScheduler,
-    )
-
-    classes = {
-        "ddim": DDIMScheduler,
-        "ddpm": DDPMScheduler,
-        "euler": EulerDiscreteScheduler,
-        "euler-ancestral": EulerAncestralDiscreteScheduler,
-        "dpm++": DPMSolverMultistepScheduler,
-    }
-    if name not in classes:
-        raise ValueError(f"unknown scheduler {name!r}; valid: {', '.join(classes)}")
-    return classes[name].from_config(config)
+#: Scheduler names a recipe takes -> diffusers class; "auto" means the model's own.
+SCHEDULER_CLASSES = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+}
+SCHEDULERS = ("auto",) + tuple(SCHEDULER_CLASSES)
 
 
-@contextlib.contextmanager
-def _patched_randn(scheduler, noise_fn: NoiseFn | None):
-    """Make a scheduler's own `randn_tensor` draw from `noise_fn` for the block."""
-    module = importlib.import_module(type(scheduler).__module__)
-    if noise_fn is None or not hasattr(module, "randn_tensor"):
-        yield
-        return
-    original = module.randn_tensor
+def make_scheduler(name: str, scheduler):
+    """A fresh scheduler of a named kind (`SCHEDULERS`) from a model's scheduler (or its config).
 
-    def draw(shape, generator=None, device=None, dtype=None, layout=None):
-        noise = noise_fn(torch.Size(shape))
-        return noise.to(device=device or noise.device, dtype=dtype or noise.dtype)
+    "auto" is the model's own scheduler class with its own config.
+    """
+    import diffusers
 
-    module.randn_tensor = draw
-    try:
-        yield
-    finally:
-        module.randn_tensor = original
+    config = getattr(scheduler, "config", scheduler)
+    if name == "auto":
+        cls = type(scheduler) if hasattr(scheduler, "step") else getattr(diffusers, config["_class_name"])
+    elif name in SCHEDULER_CLASSES:
+        cls = getattr(diffusers, SCHEDULER_CLASSES[name])
+    else:
+        raise ValueError(f"unknown scheduler {name!r}; valid: {', '.join(SCHEDULERS)}")
+    return cls.from_config(config)
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,19 +53,48 @@ def _step_params(cls) -> frozenset[str]:
 
 
 def step(scheduler, eps, t, latents, *, eta=0.0, generator=None, noise_fn: NoiseFn | None = None):
-    """One scheduler step; a stochastic step draws its noise from `noise_fn` if given."""
+    """One scheduler step; a stochastic step draws its noise from `noise_fn` if given.
+
+    Schedulers that take `variance_noise` (DDIM, DPM-Solver) get it directly. Others (DDPM,
+    Euler ancestral) draw it inside `step` from `generator`; their step is affine in that
+    draw, `x' = m + s z` with one scalar `s`, so two draws on copies of the scheduler give
+    `m` and `s`, and the result is `m + s * noise_fn(shape)`. Nothing global is patched.
+    """
     params = _step_params(type(scheduler))
     kwargs = {}
-    if "generator" in params:
-        kwargs["generator"] = generator
     if "eta" in params:
         kwargs["eta"] = eta
-        if noise_fn is not None and eta > 0 and "variance_noise" in params:
-            kwargs["variance_noise"] = noise_fn(latents.shape).to(latents.device, latents.dtype)
-            kwargs.pop("generator", None)  # DDIM refuses both generator and variance_noise
-            return scheduler.step(eps, t, latents, return_dict=False, **kwargs)[0]
-    with _patched_randn(scheduler, noise_fn):
+    if noise_fn is None:
+        if "generator" in params:
+            kwargs["generator"] = generator
         return scheduler.step(eps, t, latents, return_dict=False, **kwargs)[0]
+    if "variance_noise" in params:
+        stochastic = eta > 0 if "eta" in params else str(scheduler.config.get("algorithm_type", "")).startswith("sde")
+        if stochastic:
+            kwargs["variance_noise"] = noise_fn(latents.shape).to(latents.device, latents.dtype)
+        return scheduler.step(eps, t, latents, return_dict=False, **kwargs)[0]
+    if "generator" not in params:  # deterministic: no noise to give
+        return scheduler.step(eps, t, latents, return_dict=False, **kwargs)[0]
+    return _affine_noise_step(scheduler, eps, t, latents, noise_fn, kwargs)
+
+
+def _affine_noise_step(scheduler, eps, t, latents, noise_fn: NoiseFn, kwargs) -> torch.Tensor:
+    """`step` of a scheduler that draws `z` from a generator inside, with `z` replaced by
+    `noise_fn`'s draw (see `step`)."""
+    outs, draws = [], []
+    for seed in (1, 2):
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        draws.append(torch.randn(latents.shape, generator=gen, dtype=torch.float64))
+        trial = copy.deepcopy(scheduler)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        outs.append(trial.step(eps, t, latents, generator=gen, return_dict=False, **kwargs)[0].double().cpu())
+    dz = draws[0] - draws[1]
+    s = float((outs[0] - outs[1]).flatten() @ dz.flatten() / (dz.flatten() @ dz.flatten()))
+    mean = outs[0] - s * draws[0]
+    # advance the real scheduler's own state (step index, multistep memory) exactly once
+    scheduler.step(eps, t, latents, generator=torch.Generator(device="cpu").manual_seed(1), return_dict=False, **kwargs)
+    noise = noise_fn(latents.shape).to(device="cpu", dtype=torch.float64)
+    return (mean + s * noise).to(device=latents.device, dtype=latents.dtype)
 
 
 def _begin_index(scheduler, first_t) -> int:
@@ -152,38 +165,13 @@ def renoise(
     return (a**0.5) * x + ((1 - a) ** 0.5) * noise
 
 
-def guided_eps_fn(unet, cond: torch.Tensor, uncond: torch.Tensor | None, guidance_scale: float,
-                  *, on_call: Callable[[int, torch.Tensor], None] | None = None) -> EpsFn:
-    """An eps function for a 2-D UNet over video latents `(b, c, f, h, w)`.
+def guided_eps_fn(unet, cond: torch.Tensor, uncond: torch.Tensor | None, guidance_scale: float) -> EpsFn:
+    """An eps function `(latents (b, c, f, h, w), t) -> eps` for a 2-D UNet and text
+    embeddings `(b, L, D)` (the `sd` family's network call and the one CFG of
+    `zeroshot.families.base.guided`), for loops written by hand."""
+    from zeroshot.families.base import Cond, guided
+    from zeroshot.families.sd import unet2d_forward
 
-    cond/uncond: text embeddings `(b, L, D)`, one per video. Frames are folded into the
-    batch as `(b f)`; with guidance (uncond given) the UNet sees one batch
-    `[uncond videos, cond videos]`. `on_call(num_frames, t)` runs before each UNet call (the
-    cross-frame hook uses it to learn the frame count and the step).
-    """
-    use_cfg = uncond is not None
-    contexts: dict[int, torch.Tensor] = {}  # frames -> (2 b f) L D, built once per frame count
-
-    def context(f: int) -> torch.Tensor:
-        if f not in contexts:
-            ctx = cond.repeat_interleave(f, dim=0)  # (b f) L D
-            if use_cfg:
-                ctx = torch.cat([uncond.repeat_interleave(f, dim=0), ctx])
-            contexts[f] = ctx
-        return contexts[f]
-
-    def eps_fn(x: torch.Tensor, t) -> torch.Tensor:
-        b, c, f, h, w = x.shape
-        if on_call is not None:
-            on_call(f, t)
-        flat = x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # (b f) c h w
-        if use_cfg:
-            flat = torch.cat([flat, flat])
-        ctx = context(f)
-        out = unet(flat, t, encoder_hidden_states=ctx, return_dict=False)[0]
-        if use_cfg:
-            out_u, out_c = out.chunk(2)
-            out = out_u + guidance_scale * (out_c - out_u)
-        return out.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)  # b c f h w
-
-    return eps_fn
+    c = Cond({"prompt_embeds": cond}, None if uncond is None else {"prompt_embeds": uncond})
+    fn = guided(functools.partial(unet2d_forward, unet), guidance_scale)
+    return lambda x, t: fn(x, t, c)

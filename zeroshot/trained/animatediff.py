@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from zeroshot.recipe import RecipeError
+from zeroshot.techniques.windows import window_ranges, window_weights
 from zeroshot.trained.inflate import (
     ADAPTER_KEYS,
     adapter_config_of,
@@ -185,32 +186,6 @@ def _heads_guess(channels: int) -> int:
 # context windows (FreeNoise)
 
 
-def window_ranges(num_frames: int, length: int, stride: int) -> list[tuple[int, int]]:
-    """Frame windows `[start, end)` of `length` frames every `stride`, covering every frame.
-
-    The last window is shifted back to end at `num_frames`, so all windows are full.
-    One window when `num_frames <= length`.
-    """
-    if length < 1 or stride < 1:
-        raise ValueError(f"context length and stride must be >= 1, got {length}, {stride}")
-    if num_frames <= length:
-        return [(0, num_frames)]
-    starts = list(range(0, num_frames - length + 1, stride))
-    if starts[-1] + length < num_frames:
-        starts.append(num_frames - length)
-    return [(s, s + length) for s in starts]
-
-
-def window_weights(length: int, scheme: str = "pyramid") -> torch.Tensor:
-    """Per-frame fusion weights of one window: pyramid (1, 2, .., 2, 1) or flat (FreeNoise Eq. 9)."""
-    if scheme == "flat":
-        return torch.ones(length)
-    if scheme == "pyramid":
-        i = torch.arange(length)
-        return torch.minimum(i + 1, length - i).float()
-    raise ValueError(f"weighting must be pyramid or flat, got {scheme!r}")
-
-
 class WindowedTemporalBlock(torch.nn.Module):
     """Runs a temporal transformer block on frame windows and fuses the outputs.
 
@@ -314,40 +289,31 @@ def motion_eps_fn(
     *,
     context_length: int | None = None,
     context_stride: int = 4,
-    on_call: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """An eps function `(latents (b, c, f, h, w), t) -> eps (b, c, f, h, w)` for `denoise`.
+    """An eps function `(latents (b, c, f, h, w), t) -> eps` of a `UNetMotionModel`, for
+    loops written by hand: the `animatediff` family's network call, the one CFG of
+    `zeroshot.families.base.guided`, and FreeNoise context windows for calls longer than
+    `context_length` (default: the module's `motion_max_seq_length`)."""
+    from zeroshot.families.base import Cond, guided
 
-    Same contract as `zeroshot.sampling.guided_eps_fn`: `cond`/`uncond` are text
-    embeddings `(b, L, D)`, one per video; with `uncond` the UNet sees one batch
-    [uncond videos, cond videos] and the result is guided by `guidance_scale`.
-    Calls with more frames than `context_length` (default: the adapter's
-    `motion_max_seq_length`) run the temporal layers on FreeNoise context windows of
-    that length every `context_stride` frames; shorter calls run them on all frames.
-    """
     max_len = int(motion_unet.config.motion_max_seq_length)
     length = max_len if context_length is None else int(context_length)
     if not 1 <= length <= max_len:
         raise RecipeError(f"animatediff.context_length must be in [1, {max_len}], got {length}")
     if context_stride < 1:
         raise RecipeError(f"animatediff.context_stride must be >= 1, got {context_stride}")
-    use_cfg = uncond is not None
+    c = Cond({"prompt_embeds": cond}, None if uncond is None else {"prompt_embeds": uncond})
+
+    def forward(x: torch.Tensor, t, tensors: dict) -> torch.Tensor:
+        ctx = tensors["prompt_embeds"].repeat_interleave(x.shape[2], dim=0)  # (b f) L D
+        return motion_unet(x.to(motion_unet.dtype), t, encoder_hidden_states=ctx.to(motion_unet.dtype)).sample
+
+    fn = guided(forward, guidance_scale)
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        f = x.shape[2]
-        if on_call is not None:
-            on_call(f, t)
-        ctx = cond.repeat_interleave(f, dim=0)  # (b f) L D
-        if use_cfg:
-            x = torch.cat([x, x])  # (2b) c f h w
-            ctx = torch.cat([uncond.repeat_interleave(f, dim=0), ctx])
-        windowed = context_windows(motion_unet, length, context_stride) if f > length else contextlib.nullcontext()
-        with windowed, torch.no_grad():
-            out = motion_unet(x.to(motion_unet.dtype), t, encoder_hidden_states=ctx.to(motion_unet.dtype)).sample
-        if use_cfg:
-            out_u, out_c = out.chunk(2)
-            out = out_u + guidance_scale * (out_c - out_u)
-        return out  # b c f h w
+        long = x.shape[2] > length
+        with context_windows(motion_unet, length, context_stride) if long else contextlib.nullcontext():
+            return fn(x, t, c)
 
     return eps_fn
 

@@ -1,0 +1,179 @@
+"""Stable Diffusion 1.x / 2.x (`StableDiffusionPipeline`): a 2-D UNet run frame by frame.
+
+Epsilon- and v-prediction alike (the scheduler reads `prediction_type`). Frames are folded
+into the batch for the UNet call, `(b, c, f, h, w) -> ((b f), c, h, w)`; frames interact only
+through the hooks techniques install (cross-frame attention) or the latents they prepare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from zeroshot.families.base import Cond, ModelFn, guided
+
+
+@dataclass
+class SD:
+    """The frozen components of a Stable Diffusion model, as a video model."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    model_id: str = "unknown"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    vocabulary: list[str] | None = None
+    path: str | None = None  # the folder it was loaded from (relative defaults resolve here)
+
+    family: ClassVar[str] = "sd"
+    #: diffusers pipeline classes (model_index.json `_class_name`) this family loads.
+    pipelines: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
+    #: Whether the network sees one frame at a time (a 2-D image model).
+    image_model: ClassVar[bool] = True
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def component_names(cls) -> tuple[str, ...]:
+        return ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+    @classmethod
+    def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):
+        """Wrap the components of a diffusers pipeline (shared, not copied)."""
+        name = model_id or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "pipeline")
+        return cls(
+            **{k: getattr(pipe, k) for k in cls.component_names()},
+            model_id=str(name),
+            defaults=dict(defaults or {}),
+            vocabulary=vocabulary,
+            path=None if path is None else str(path),
+        )
+
+    def pipeline(self):
+        """A diffusers pipeline over these components (shared), e.g. for its LoRA loaders."""
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            **{k: getattr(self, k) for k in self.component_names()},
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.unet, self.vae, self.text_encoder]
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The module whose attention processors hooks replace."""
+        return self.unet
+
+    def to(self, device=None, dtype=None):
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        for module in self.modules():
+            module.to(**kwargs)
+        return self
+
+    # ------------------------------------------------------------------ the protocol
+
+    def latent_shape(self, num_videos: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        s = self.vae_scale_factor
+        return (num_videos, self.unet.config.in_channels, num_frames, height // s, width // s)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings `(n, L, D)` as Stable Diffusion computes them."""
+        tok = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        ids = tok.input_ids.to(self.text_encoder.device)
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = tok.attention_mask.to(ids.device)
+        return self.text_encoder(ids, attention_mask=mask)[0].to(self.unet.dtype)
+
+    def encode(self, prompts: list[str], negative: list[str] | None = None) -> Cond:
+        """`Cond` with `prompt_embeds` (b, L, D); `negative` given means guidance."""
+        pos = {"prompt_embeds": self.encode_prompt(prompts)}
+        neg = None if negative is None else {"prompt_embeds": self.encode_prompt(negative)}
+        return Cond(pos, neg)
+
+    def forward(self, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One UNet call on video latents `(B, c, f, h, w)`, frames folded into the batch."""
+        return unet2d_forward(self.unet, x, t, c)
+
+    def model_fn(self, guidance_scale: float) -> ModelFn:
+        return guided(self.forward, guidance_scale)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, *, chunk: int = 2) -> torch.Tensor:
+        """`(b, c, f, h, w)` latents to frames `(b, f, 3, H, W)` in [0, 1] (CPU float32), in chunks."""
+        return decode_frames(self.vae, latents, chunk=chunk)
+
+    def attention_layers(self, kind: str) -> list[str]:
+        """Processor names of one kind: per-frame spatial self-attention (attn1), text
+        cross-attention (attn2); an image UNet has no temporal attention."""
+        names = list(self.unet.attn_processors)
+        if kind == "spatial_self":
+            return [n for n in names if ".attn1." in n]
+        if kind == "cross":
+            return [n for n in names if ".attn2." in n]
+        if kind == "temporal":
+            return []
+        raise ValueError(f"attention kind must be spatial_self, cross or temporal, got {kind!r}")
+
+
+def unet2d_forward(unet, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A 2-D UNet on video latents `(B, c, f, h, w)`: frames folded into the batch."""
+    b, ch, f, h, w = x.shape
+    flat = x.permute(0, 2, 1, 3, 4).reshape(b * f, ch, h, w)  # (b f) c h w
+    out = unet(flat, t, encoder_hidden_states=_per_frame(c["prompt_embeds"], f), return_dict=False)[0]
+    return out.reshape(b, f, -1, h, w).permute(0, 2, 1, 3, 4)  # b c f h w
+
+
+_REPEATED: dict = {}
+
+
+def _per_frame(embeds: torch.Tensor, f: int) -> torch.Tensor:
+    """`(B, L, D) -> ((B f), L, D)`, each video's embedding repeated for its frames (cached)."""
+    if f == 1:
+        return embeds
+    key = (id(embeds), f)
+    hit = _REPEATED.get(key)
+    if hit is None or hit[0] is not embeds:
+        _REPEATED.clear()  # keep one entry: the conditioning of the running video
+        hit = _REPEATED[key] = (embeds, embeds.repeat_interleave(f, dim=0))
+    return hit[1]
+
+
+@torch.no_grad()
+def decode_frames(vae, latents: torch.Tensor, *, chunk: int = 2) -> torch.Tensor:
+    """Decode `(b, c, f, h, w)` latents frame by frame to `(b, f, 3, H, W)` in [0, 1]."""
+    n, c, f, h, w = latents.shape
+    flat = latents.permute(0, 2, 1, 3, 4).reshape(n * f, c, h, w) / vae.config.scaling_factor
+    flat = flat.to(vae.dtype)
+    images = [vae.decode(part, return_dict=False)[0] for part in flat.split(chunk)]
+    frames = (torch.cat(images) / 2 + 0.5).clamp(0, 1).float().cpu()
+    return frames.reshape(n, f, *frames.shape[1:])

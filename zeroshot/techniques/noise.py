@@ -1,0 +1,15 @@
+"""The noise prior (`recipe.noise`): its parameters, and per-step noise of stochastic steps."""
+
+from __future__ import annotations
+
+from zeroshot import noise as priors
+
+
+def check(recipe, family) -> None:
+    priors.check(recipe.noise, recipe.num_frames)
+
+
+def apply(run) -> None:
+    """Per-step noise of stochastic samplers comes from the prior (`noise.per_step`)."""
+    m = run.model
+    run.noise_fn = priors.step_noise_fn(run.recipe.noise, run.generator, device=m.device, dtype=m.dtype)

@@ -1,0 +1,81 @@
+"""`Run`: the state of one `generate()` call that techniques wire themselves into."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from zeroshot.families.base import Cond, ModelFn
+from zeroshot.sampling import denoise, make_scheduler
+
+#: (initial latents at the first timestep (b, c, f, h, w), number of steps) -> clean latents
+SampleFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass
+class Run:
+    """What a technique may read and change while `generate()` prepares sampling.
+
+    model: the video model (a technique may replace it, e.g. animatediff);
+    model_fn: `(x, t, cond) -> prediction`, guided; techniques wrap it;
+    sample: `(latents, num_steps) -> x0`; plain denoising unless a technique swaps it;
+    stack: scoped hooks are entered here and undone when `generate()` leaves;
+    timesteps: the schedule of the pass that is running (for step-gated hooks);
+    before_final: `fn(denoise_rest) -> (x_T -> x_T)` for T2V-Zero's last pass (smoothing).
+    """
+
+    model: Any
+    recipe: Any
+    prompt: str
+    stack: contextlib.ExitStack
+    generator: torch.Generator
+    noise_fn: Callable | None = None
+    callback: Callable | None = None
+    progress: Any = None
+    renoise_noise: torch.Tensor | None = None
+    cond: Cond | None = None
+    model_fn: ModelFn | None = None
+    sample: SampleFn | None = None
+    timesteps: torch.Tensor | None = None
+    before_final: Callable | None = None
+    scheduler: Any = None
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.reset_model_fn()
+        self.sample = self.plain_sample
+
+    def reset_model_fn(self) -> None:
+        """The model's own guided model function (after a technique replaced the model)."""
+        self.model_fn = self.model.model_fn(self.recipe.guidance_scale)
+
+    def eps_fn(self) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        """The model function bound to this run's conditioning, as `denoise` takes it."""
+        return lambda x, t: self.model_fn(x, t, self.cond)
+
+    def new_scheduler(self, num_steps: int):
+        """A fresh scheduler of the recipe's kind with `num_steps` timesteps; it becomes the
+        running schedule (`self.timesteps`)."""
+        scheduler = make_scheduler(self.recipe.scheduler, self.model.scheduler)
+        scheduler.set_timesteps(num_steps, device=self.model.device)
+        self.scheduler, self.timesteps = scheduler, scheduler.timesteps
+        return scheduler
+
+    def step_kwargs(self, *, callback: bool = True) -> dict:
+        return dict(
+            eta=self.recipe.eta,
+            generator=self.generator,
+            noise_fn=self.noise_fn,
+            callback=self.callback if callback else None,
+            progress=self.progress,
+        )
+
+    def plain_sample(self, latents: torch.Tensor, num_steps: int) -> torch.Tensor:
+        """Denoise every frame together over the whole schedule."""
+        scheduler = self.new_scheduler(num_steps)
+        x_T = latents * scheduler.init_noise_sigma
+        return denoise(self.eps_fn(), scheduler, x_T, scheduler.timesteps, **self.step_kwargs())

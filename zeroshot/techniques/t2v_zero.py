@@ -1,0 +1,104 @@
+"""Text2Video-Zero's motion dynamics (`recipe.motion`): frame 0 is denoised to T', copied,
+warped by the motion field and re-noised to T; then all frames are denoised
+(zeroshot.methods.t2v_zero). Any family with one latent frame per video frame takes it; the
+scheduler must restart mid-schedule and know `alphas_cumprod` (the re-noising)."""
+
+from __future__ import annotations
+
+import torch
+
+from zeroshot.motion import PADDINGS, WARP_MODES
+from zeroshot.recipe import RecipeError, scaled_warp_steps
+from zeroshot.sampling import SCHEDULER_CLASSES, make_scheduler
+
+
+def check(recipe, family) -> None:
+    m = recipe.motion
+    if m is None:
+        return
+    if m.mode is not None and m.mode not in WARP_MODES:
+        raise RecipeError(f"motion.mode must be one of {', '.join(WARP_MODES)}, got {m.mode!r}")
+    if m.padding is not None and m.padding not in PADDINGS:
+        raise RecipeError(f"motion.padding must be one of {', '.join(PADDINGS)}, got {m.padding!r}")
+    if m.zoom <= 0:
+        raise RecipeError(f"motion.zoom must be > 0, got {m.zoom}")
+    if m.t0 is not None and m.t1 is not None:
+        n = recipe.num_inference_steps
+        if not 0 <= m.t0 < m.t1:
+            raise RecipeError(f"motion.t0 must be >= 0 and < motion.t1, got t0={m.t0}, t1={m.t1}")
+        if n is not None and m.t1 > n - 1:
+            raise RecipeError(f"motion.t1 must be <= num_inference_steps - 1 = {n - 1}, got {m.t1}")
+
+
+def check_scheduler(scheduler) -> None:
+    """T2V-Zero restarts the schedule at T and re-noises with alphas_cumprod."""
+    known = tuple(SCHEDULER_CLASSES.values())
+    if type(scheduler).__name__ not in known or not hasattr(scheduler, "alphas_cumprod"):
+        raise RecipeError(
+            f"motion (t2v-zero) needs a scheduler that restarts mid-schedule and has alphas_cumprod "
+            f"({', '.join(SCHEDULER_CLASSES)}); the model's is {type(scheduler).__name__}: set scheduler"
+        )
+
+
+def warp_fn(recipe, height: int, width: int):
+    """The motion field of the recipe as `fn(latents (b, c, f, h, w)) -> warped`."""
+    from zeroshot.motion import field_from_recipe, warp
+
+    m = recipe.motion
+    field = field_from_recipe(m, recipe.num_frames, height, width)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        flow = field.flow(recipe.num_frames, height, width, grid=(h, w), device=x.device, dtype=torch.float32)
+        return warp(x, flow, scale=(height / h, width / w), mode=m.mode, padding=m.padding)
+
+    return fn
+
+
+def warp_steps(recipe, num_steps: int) -> tuple[int, int]:
+    """(t0, t1) for a pass of `num_steps` steps (rescaled from the recipe's step count)."""
+    m = recipe.motion
+    if num_steps == recipe.num_inference_steps:
+        return m.t0, m.t1
+    return scaled_warp_steps(num_steps, m.t0, m.t1, recipe.num_inference_steps)
+
+
+def apply(run) -> None:
+    recipe = run.recipe
+    if recipe.motion is None:
+        return
+    from zeroshot.methods import t2v_zero
+
+    check_scheduler(make_scheduler(recipe.scheduler, run.model.scheduler))
+    warp = warp_fn(recipe, recipe.height, recipe.width)
+
+    def sample(latents: torch.Tensor, num_steps: int) -> torch.Tensor:
+        scheduler = run.new_scheduler(num_steps)
+        t0, t1 = warp_steps(recipe, num_steps)
+        before_final = None
+        if run.before_final is not None:
+            i_T = t2v_zero.warp_indices(num_steps, t0, t1)[0]
+            before_final = run.before_final(scheduler, scheduler.timesteps[i_T:])
+        return t2v_zero.sample(
+            run.eps_fn(),
+            scheduler,
+            latents * scheduler.init_noise_sigma,
+            t0=t0,
+            t1=t1,
+            warp_fn=warp,
+            renoise_noise=run.renoise_noise,
+            before_final=before_final,
+            **run.step_kwargs(),
+        )
+
+    run.sample = sample
+
+
+def unet_calls(recipe, num_steps: int) -> int:
+    """Network calls of one pass of `num_steps` steps (the progress bar's share)."""
+    if recipe.motion is None:
+        return num_steps
+    t0, t1 = warp_steps(recipe, num_steps)
+    i_T, i_Tp = num_steps - t1 - 1, num_steps - t0 - 1
+    extra = (num_steps - i_T) if recipe.smoothing is not None else 0  # the mask pass
+    return i_Tp + (num_steps - i_T) + extra

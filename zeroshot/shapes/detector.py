@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zeroshot.shapes.world import COLORS, PALETTE
+from zeroshot.shapes.world import (
+    COLORS,
+    PALETTE,
+    PERIOD_RANGE,
+    Scene,
+    pattern_coverage,
+    shade,
+)
 
 _PALETTE_RGB = np.array([PALETTE[c] for c in COLORS], np.float32) / 255.0  # (k, 3)
 
@@ -165,10 +172,19 @@ def classify_shape(mask: np.ndarray) -> str:
 
 
 def detect(frame) -> Detection:
-    """Detect the shape in one frame: (3, H, W) float in [0, 1] (tensor or ndarray) or (H, W, 3) uint8."""
+    """Detect the shape in one frame: (3, H, W) float in [0, 1] (tensor or ndarray) or (H, W, 3) uint8.
+
+    Plain (v1) frames: the steps of the module docstring; patterned (v2) frames: `detect_v2`,
+    whose result (a `DetectionV2`) this is.
+    """
+    return detect_v2(frame)
+
+
+def _detect_plain(img: np.ndarray) -> tuple[Detection, np.ndarray]:
+    """The v1 detection of an (H, W, 3) image on a plain background, and the background's
+    measured RGB."""
     import cv2
 
-    img = to_hwc(frame)
     h, w, _ = img.shape
     border = _border(img, max(1, min(h, w) // 32))
     labels = _classify_pixels(border)
@@ -179,7 +195,7 @@ def detect(frame) -> Detection:
     n, comp, stats, _ = cv2.connectedComponentsWithStats(fg_mask, connectivity=8)
     min_area = MIN_AREA_64 * (h * w) / (64 * 64)
     if n <= 1 or stats[1:, cv2.CC_STAT_AREA].max() < min_area:
-        return Detection(
+        empty = Detection(
             None,
             None,
             COLORS[bg_index],
@@ -187,6 +203,7 @@ def detect(frame) -> Detection:
             0.0,
             np.zeros((h, w), bool),
         )
+        return empty, bg_ref
     largest = 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())
     rough = (comp == largest).astype(np.uint8)
     inner = cv2.erode(rough, np.ones((3, 3), np.uint8)).astype(bool)
@@ -206,7 +223,7 @@ def detect(frame) -> Detection:
         else rough.astype(bool)
     )
     ys, xs = np.nonzero(mask)
-    return Detection(
+    found = Detection(
         shape=classify_shape(mask),
         fg=fg,
         bg=COLORS[bg_index],
@@ -214,3 +231,370 @@ def detect(frame) -> Detection:
         area=float(mask.sum()),
         mask=mask,
     )
+    return found, bg_ref
+
+
+# ----------------------------------------------------------------------------- world v2: patterns
+
+_SHADE_RGB = np.array([shade(c) for c in COLORS], np.float32) / 255.0  # (k, 3)
+
+#: On a patterned frame a pixel is background if its RGB distance to the segment between
+#: the background colour and its shade is at most this (blur mixes the two along it).
+PATTERN_FG_THRESHOLD = 0.125
+#: Truncation of the squared segment distance when the background colour is fitted.
+_PAIR_TRUNCATION = 0.1
+#: A frame is looked at for a pattern when at least this fraction of its border, or of its
+#: pixels away from the plain-background object, is far (`_FAR`) from the background colour.
+PATTERN_MIN_FRACTION = 0.1
+_FAR = 0.14
+#: A pattern is accepted when its Fourier model explains at least this fraction of the
+#: variance of the shade coverage of the background pixels; otherwise the frame is plain.
+PATTERN_MIN_R2 = 0.5
+#: Grid patterns (checkered, dotted) have a second peak at 90 degrees from the strongest of
+#: at least this fraction of its power; stripes have none.
+GRID_MIN_POWER = 0.2
+#: Mean shade coverage separating dotted (0.28) from checkered (0.5) backgrounds.
+DOTTED_MAX_MEAN = 0.39
+#: Blur (Gaussian sigma, px) tried when the fitted pattern is matched to the frame.
+_BLUR_SIGMAS = (0.0, 0.5, 0.8, 1.1, 1.5, 2.0, 2.7)
+#: Harmonics (multiples of the fundamental frequencies k1, k2 = k1 turned 90 degrees) in
+#: the Fourier model of each pattern family.
+_HARMONICS = {
+    "striped": ((1, 0), (2, 0), (3, 0)),
+    "grid": ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (2, 1), (1, 2), (2, -1), (1, -2)),
+}
+
+
+@dataclass(frozen=True)
+class DetectionV2(Detection):
+    """A `Detection` plus the background pattern (world v2).
+
+    pattern is one of `world.PATTERNS`; for a patterned background pattern_angle_deg is
+    in [0, `PATTERN_SYMMETRY_DEG[pattern]`), pattern_period in px and pattern_phase the
+    offset in periods along the pattern's axes, each in [0, 1), as `Scene.pattern_phase`
+    for that angle. Stripes do not show the phase along their length: it is reported as
+    0. A checkerboard looks the same shifted by half a period along both axes: its phase
+    is reported with the first value in [0, 0.5). On a plain background the angle, period
+    and phase are NaN.
+    """
+
+    pattern: str
+    pattern_angle_deg: float
+    pattern_period: float
+    pattern_phase: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class PatternFit:
+    """A Fourier model of a background's shade coverage t(x) (0 colour, 1 shade).
+
+    `family` is "striped" or "grid"; `k1` the fundamental frequency (cycles/px) whose
+    harmonics (`_HARMONICS`, with k2 = k1 turned 90 degrees) make the model; `coef` the
+    least-squares constant and (cos, sin) amplitudes at each harmonic, in coordinates
+    centred on the image; `r2` the fraction of the variance of t the model explains.
+    """
+
+    family: str
+    k1: tuple[float, float]
+    coef: np.ndarray
+    r2: float
+    size: int
+
+
+def detect_v2(frame) -> DetectionV2:
+    """Detect the object and the background pattern in one frame (any `to_hwc` input).
+
+    A frame is plain unless a pattern is found, and then the object is exactly `detect`'s
+    v1 result. Otherwise: the background colour is the palette colour whose (colour,
+    shade) segment fits the pixels best; each pixel's shade coverage t is its position on
+    that segment; the object is what is far from the segment; a Fourier model of t on the
+    rest (`fit_pattern`) gives the kind, orientation, period and phase; the drawn pattern
+    with those parameters (blurred as much as the frame is) is the local background colour
+    of every pixel, and the object's mask is "at least half way from it to the object's
+    colour", as on plain frames.
+    """
+    import cv2
+
+    img = to_hwc(frame)
+    plain, bg_ref = _detect_plain(img)
+    if not _may_be_patterned(img, plain.mask, bg_ref):
+        return _plain_v2(plain)
+    bg_index = _pattern_background(img)
+    low, high = _PALETTE_RGB[bg_index], _SHADE_RGB[bg_index]
+    t, dist = _segment_coordinates(img, low, high)
+    rough = _largest_component(dist > PATTERN_FG_THRESHOLD, 1)
+    keep_out = cv2.dilate(rough.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    fit = fit_pattern(t, (dist <= PATTERN_FG_THRESHOLD) & ~keep_out)
+    if fit is None:
+        return _plain_v2(plain)
+    kind, angle, period, phase = pattern_parameters(fit)
+    coverage = _drawn_coverage(kind, angle, period, phase, t, ~keep_out & (dist <= PATTERN_FG_THRESHOLD))
+    local_bg = low[None, None] + coverage[..., None] * (high - low)[None, None]
+    obj = _object_on(img, local_bg)
+    return DetectionV2(
+        **{f: getattr(obj, f) for f in ("shape", "fg", "centroid", "area", "mask")},
+        bg=COLORS[bg_index],
+        pattern=kind,
+        pattern_angle_deg=angle,
+        pattern_period=period,
+        pattern_phase=phase,
+    )
+
+
+def _plain_v2(found: Detection) -> DetectionV2:
+    return DetectionV2(
+        found.shape, found.fg, found.bg, found.centroid, found.area, found.mask,
+        "plain", math.nan, math.nan, (math.nan, math.nan),
+    )
+
+
+def _may_be_patterned(img: np.ndarray, mask: np.ndarray, bg_ref: np.ndarray) -> bool:
+    """Whether enough of the border, or of the image away from `mask`, differs from the
+    plain background colour `bg_ref` to look for a pattern."""
+    import cv2
+
+    far = np.sqrt(((img - bg_ref[None, None]) ** 2).sum(-1)) > _FAR
+    width = max(1, min(far.shape) // 32)
+    border = np.ones_like(far)
+    border[width:-width, width:-width] = False
+    away = ~cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    fractions = [far[border].mean(), far[away].mean() if away.any() else 0.0]
+    return max(fractions) >= PATTERN_MIN_FRACTION
+
+
+def _segment_coordinates(
+    img: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's position t in [0, 1] on the RGB segment low -> high, and its distance."""
+    axis = high - low
+    t = np.clip(((img - low) @ axis) / float(axis @ axis), 0.0, 1.0)
+    nearest = low + t[..., None] * axis
+    return t.astype(np.float32), np.sqrt(((img - nearest) ** 2).sum(-1))
+
+
+def _pattern_background(img: np.ndarray) -> int:
+    """Palette index of the background colour of a patterned frame: the colour whose
+    (colour, shade) segment is nearest to most pixels (truncated squared distance)."""
+    pixels = img.reshape(-1, 3)
+    costs = []
+    for low, high in zip(_PALETTE_RGB, _SHADE_RGB):
+        _, dist = _segment_coordinates(pixels, low, high)
+        costs.append(np.minimum(dist**2, _PAIR_TRUNCATION**2).sum())
+    return int(np.argmin(costs))
+
+
+def _largest_component(binary: np.ndarray, min_area: float) -> np.ndarray:
+    """The largest 8-connected component of a bool image (all False if none reaches min_area)."""
+    import cv2
+
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+    if n <= 1 or stats[1:, cv2.CC_STAT_AREA].max() < min_area:
+        return np.zeros(binary.shape, bool)
+    return comp == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())
+
+
+def _object_on(img: np.ndarray, local_bg: np.ndarray) -> Detection:
+    """The object of a frame whose background colour is known at every pixel (H, W, 3)."""
+    import cv2
+
+    h, w, _ = img.shape
+    rough = _largest_component(
+        np.sqrt(((img - local_bg) ** 2).sum(-1)) > FG_THRESHOLD, MIN_AREA_64 * h * w / 4096
+    )
+    if not rough.any():
+        return Detection(None, None, "", (math.nan, math.nan), 0.0, rough)
+    inner = cv2.erode(rough.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    core = inner if inner.sum() >= 4 else rough
+    fg_ref = np.median(img[core], axis=0)
+    axis = fg_ref[None, None] - local_bg
+    frac = ((img - local_bg) * axis).sum(-1) / np.maximum((axis**2).sum(-1), 1e-6)
+    near = cv2.dilate(rough.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    mask = _largest_component((frac >= 0.5 - 1 / 64) & near, 1)
+    mask = mask if mask.any() else rough
+    ys, xs = np.nonzero(mask)
+    return Detection(
+        classify_shape(mask), nearest_color(fg_ref), "",
+        (float(xs.mean()), float(ys.mean())), float(mask.sum()), mask,
+    )
+
+
+def _centred_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[:size, :size].astype(np.float64)
+    c = (size - 1) / 2
+    return xs - c, ys - c
+
+
+def _frequencies(family: str, k1) -> np.ndarray:
+    """(m, 2) frequencies (cycles/px) of a family's harmonics of k1 (and k1 turned 90 deg)."""
+    k1 = np.asarray(k1, np.float64)
+    k2 = np.array([-k1[1], k1[0]])
+    return np.array([m * k1 + n * k2 for m, n in _HARMONICS[family]])
+
+
+def _waves(family: str, k1, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """exp(2 pi i f.x) (n, m) for every harmonic f of the family's model."""
+    k1 = np.asarray(k1, np.float64)
+    e1 = np.exp(2j * np.pi * (k1[0] * xs + k1[1] * ys))
+    e2 = np.exp(2j * np.pi * (-k1[1] * xs + k1[0] * ys))
+    return np.stack([e1**m * e2**n for m, n in _HARMONICS[family]], 1)
+
+
+def _amplitudes(waves: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares (constant, cos..., sin...) coefficients of `values` and the residual."""
+    a = np.concatenate([np.ones((len(values), 1)), waves.real, waves.imag], 1)
+    coef = np.linalg.solve(a.T @ a + 1e-9 * np.eye(a.shape[1]), a.T @ values)
+    return coef, values - a @ coef
+
+
+def _refine_frequency(family: str, k1: np.ndarray, xs, ys, values, steps: int = 12):
+    """Gauss-Newton on k1 with the amplitudes solved exactly at every step (variable
+    projection); returns k1, the coefficients and the residual sum of squares."""
+    m, n = np.array(_HARMONICS[family], np.float64).T
+    dphase_dkx = 2 * np.pi * (m[None] * xs[:, None] + n[None] * ys[:, None])
+    dphase_dky = 2 * np.pi * (m[None] * ys[:, None] - n[None] * xs[:, None])
+    waves = _waves(family, k1, xs, ys)
+    coef, resid = _amplitudes(waves, values)
+    rss = float(resid @ resid)
+    for _ in range(steps):
+        h = len(m)
+        cos_c, sin_c = coef[1 : 1 + h], coef[1 + h :]
+        slope = -waves.imag * cos_c + waves.real * sin_c  # d model / d phase, (n, m)
+        jac = np.stack([(slope * dphase_dkx).sum(1), (slope * dphase_dky).sum(1)], 1)
+        step = np.linalg.lstsq(jac, resid, rcond=None)[0]
+        for _ in range(6):
+            trial = _waves(family, k1 + step, xs, ys)
+            trial_coef, trial_resid = _amplitudes(trial, values)
+            if float(trial_resid @ trial_resid) <= rss:
+                break
+            step = step / 2
+        else:
+            break
+        k1, waves, coef, resid = k1 + step, trial, trial_coef, trial_resid
+        rss = float(resid @ resid)
+        if np.hypot(*step) < 1e-7:
+            break
+    return k1, coef, rss
+
+
+def _spectrum_peak(t: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Strongest frequency (cycles/px) of the masked, windowed t in the band of the world's
+    pattern fundamentals; its power and the power 90 degrees from it."""
+    size = t.shape[0]
+    pad = 4 * size
+    window = np.outer(np.hanning(size), np.hanning(size)) * weights
+    mean = (t * window).sum() / max(window.sum(), 1e-6)
+    power = np.abs(np.fft.fft2((t - mean) * window, (pad, pad))) ** 2
+    f = np.fft.fftfreq(pad)
+    fx, fy = np.meshgrid(f, f)
+    radius = np.hypot(fx, fy)
+    low, high = 0.75 / (PERIOD_RANGE[1] * size), 1.25 * math.sqrt(2) / (PERIOD_RANGE[0] * size)
+    band = np.where((radius >= low) & (radius <= high), power, 0.0)
+    iy, ix = np.unravel_index(int(band.argmax()), band.shape)
+    k1 = np.array([fx[iy, ix], fy[iy, ix]])
+    turned = np.round(np.array([-k1[1], k1[0]]) * pad).astype(int)
+    around = [
+        power[(turned[1] + dy) % pad, (turned[0] + dx) % pad]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    ]
+    return k1, float(power[iy, ix]), float(max(around))
+
+
+def fit_pattern(t: np.ndarray, weights: np.ndarray) -> PatternFit | None:
+    """Fit a pattern's Fourier model to a shade-coverage image t (H, W) on the pixels
+    where `weights` is True; None when there is no periodic pattern.
+
+    The strongest peak of the windowed spectrum is the fundamental k1; a peak of similar
+    power at k1 turned 90 degrees makes a grid (checkered or dotted), none a striped
+    pattern. k1 is then refined by minimising the least-squares residual of the model
+    (its harmonics, `_HARMONICS`) over the background pixels only, so the masked-out
+    object biases neither the frequency nor the phases.
+    """
+    size = t.shape[0]
+    if weights.sum() < 0.2 * t.size:
+        return None
+    k1, p1, p2 = _spectrum_peak(t, weights)
+    family = "grid" if p2 >= GRID_MIN_POWER * p1 else "striped"
+    xs, ys = _centred_grid(size)
+    xs, ys, values = xs[weights], ys[weights], t[weights].astype(np.float64)
+    k1, coef, rss = _refine_frequency(family, k1, xs, ys, values)
+    r2 = 1.0 - rss / max(float(((values - values.mean()) ** 2).sum()), 1e-12)
+    if r2 < PATTERN_MIN_R2:
+        return None
+    return PatternFit(family, (float(k1[0]), float(k1[1])), coef, r2, size)
+
+
+def _phase_at_origin(fit: PatternFit, k: np.ndarray) -> float:
+    """Phase phi (radians) of the model's component at frequency k (one of its harmonics or
+    its negative), as R cos(2 pi k.x - phi) in image coordinates."""
+    freqs = _frequencies(fit.family, fit.k1)
+    m = len(freqs)
+    gaps = np.concatenate([np.hypot(*(freqs - k).T), np.hypot(*(freqs + k).T)])
+    j = int(gaps.argmin())
+    sign = 1.0 if j < m else -1.0
+    j %= m
+    centre = (fit.size - 1) / 2
+    return math.atan2(sign * fit.coef[1 + m + j], fit.coef[1 + j]) + 2 * math.pi * (k[0] + k[1]) * centre
+
+
+def pattern_parameters(fit: PatternFit) -> tuple[str, float, float, tuple[float, float]]:
+    """(kind, angle_deg, period_px, phase) of a fitted pattern, in `Scene`'s conventions.
+
+    striped: k1 is across the stripes (angle mod 180, period 1/|k1|); t = 1/2 - (2/pi)
+    sin(2 pi u) + ..., so the phase of k1 gives u0. checkered: the fundamentals are the
+    cell grid's diagonals k_u +- k_v (angle = their direction - 45 mod 90, period
+    sqrt(2)/|k1|); t = 1/2 + (4/pi^2) [cos 2pi(u+v) - cos 2pi(u-v)] + ..., so their
+    phases give u0 + v0 and u0 - v0. dotted: the fundamentals are k_u and k_v (period
+    1/|k1|), each a cosine peaking on the dots' centres. Dotted and checkered are told
+    apart by the mean shade coverage (the model's constant: 0.28 and 0.5).
+    """
+    k1 = np.asarray(fit.k1)
+    direction = math.degrees(math.atan2(k1[1], k1[0]))
+    length = float(np.hypot(*k1))
+    if fit.family == "striped":
+        angle = direction % 180.0
+        k_u = _unit(angle) * length
+        u0 = (_phase_at_origin(fit, k_u) + math.pi / 2) / (2 * math.pi)
+        return "striped", angle, 1.0 / length, (u0 % 1.0, 0.0)
+    if fit.coef[0] < DOTTED_MAX_MEAN:
+        angle = direction % 90.0
+        k_u, k_v = _unit(angle) * length, _unit(angle + 90.0) * length
+        u0 = _phase_at_origin(fit, k_u) / (2 * math.pi)
+        v0 = _phase_at_origin(fit, k_v) / (2 * math.pi)
+        return "dotted", angle, 1.0 / length, (u0 % 1.0, v0 % 1.0)
+    angle = (direction - 45.0) % 90.0
+    period = math.sqrt(2) / length
+    k_u, k_v = _unit(angle) / period, _unit(angle + 90.0) / period
+    plus = _phase_at_origin(fit, k_u + k_v) / (2 * math.pi)
+    minus = (_phase_at_origin(fit, k_u - k_v) - math.pi) / (2 * math.pi)
+    u0, v0 = ((plus + minus) / 2) % 1.0, ((plus - minus) / 2) % 1.0
+    if u0 >= 0.5:  # the same checkerboard: shifted half a period along both axes
+        u0, v0 = u0 - 0.5, (v0 + 0.5) % 1.0
+    return "checkered", angle, period, (u0, v0)
+
+
+def _unit(angle_deg: float) -> np.ndarray:
+    a = math.radians(angle_deg)
+    return np.array([math.cos(a), math.sin(a)])
+
+
+def pattern_offset(angle_deg: float, period: float, phase) -> tuple[float, float]:
+    """An offset (px) with the given phase: the inverse of `world.pattern_phase`."""
+    o = period * (phase[0] * _unit(angle_deg) + phase[1] * _unit(angle_deg + 90.0))
+    return float(o[0]), float(o[1])
+
+
+def _drawn_coverage(kind, angle, period, phase, t, weights) -> np.ndarray:
+    """The world's drawing of a pattern with these parameters (shade coverage, H x W),
+    blurred by the Gaussian of `_BLUR_SIGMAS` that best matches t on `weights`."""
+    import cv2
+
+    scene = Scene(
+        "circle", COLORS[0], COLORS[1], (0.0, 0.0), 1.0, t.shape[0],
+        pattern=kind, pattern_angle_deg=angle, pattern_period=period,
+        pattern_offset=pattern_offset(angle, period, phase),
+    )
+    sharp = pattern_coverage(scene)
+    candidates = [sharp if s == 0 else cv2.GaussianBlur(sharp, (0, 0), s) for s in _BLUR_SIGMAS]
+    errors = [float(((c - t)[weights] ** 2).sum()) for c in candidates]
+    return candidates[int(np.argmin(errors))]

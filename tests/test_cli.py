@@ -112,6 +112,7 @@ def test_methods_lists_core_methods(capsys):
     assert "t2i" in out and "t2v-zero" in out
 
 
+@pytest.mark.slow
 def test_console_script_has_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "zeroshot.cli", "generate", "a cat", "--model", str(tmp_path / "missing")],

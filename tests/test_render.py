@@ -270,6 +270,7 @@ def _render_command(preset: Path, out: Path, model: Path) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_render_then_resume(tiny_sd, tmp_path):
     prompts = ["a red circle", "a blue square", "a green star", "a cat", "a dog", "a white car"]
     preset = preset_file(tmp_path, prompts)
@@ -310,6 +311,7 @@ class DieOnce(str):
         return _die_once, (self.flag, str(self))
 
 
+@pytest.mark.slow
 def test_local_processes_match_in_process_and_survive_a_dead_worker(local_render, tiny_sd, tmp_path):
     jobs, out, _ = local_render
     DieOnce.flag = str(tmp_path / "died")
@@ -325,6 +327,7 @@ def test_local_processes_match_in_process_and_survive_a_dead_worker(local_render
         assert (a - b).abs().max() <= 2 / 255
 
 
+@pytest.mark.slow
 def test_ray_matches_local(local_render, tiny_sd, tmp_path):
     ray = pytest.importorskip("ray", reason="ray not installed: pip install 'zeroshot[ray]'")
     jobs, out, _ = local_render

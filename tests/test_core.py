@@ -235,6 +235,16 @@ def test_generate_restores_unet_on_error(tiny_model):
     assert all(before[k] is after[k] for k in before)
 
 
+@pytest.fixture(scope="module")
+def sd_pipeline(tiny_sd):
+    """diffusers' StableDiffusionPipeline on the tiny folder (the reference)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd), safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _recipe(**kw):
     base = dict(num_frames=3, height=32, width=32, num_inference_steps=5, guidance_scale=3.0)
     base.update(kw)
@@ -252,12 +262,9 @@ def test_generate_is_deterministic(tiny_model):
     assert 0.0 <= a.frames.min() and a.frames.max() <= 1.0
 
 
-def test_all_parts_off_equals_per_frame_text_to_image(tiny_model, tiny_sd):
+def test_all_parts_off_equals_per_frame_text_to_image(tiny_model, sd_pipeline):
     """t2i with every part off == diffusers' StableDiffusionPipeline on each frame's noise."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd), safety_checker=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = sd_pipeline
     noise = _latents(f=3, seed=5)
     ours = generate(tiny_model, "a red cat", _recipe(), latents=noise, progress=False)
     for k in range(3):
@@ -453,12 +460,10 @@ def test_hub_id_offline_is_one_clear_line(monkeypatch):
     assert "\n" not in msg and "--model" in msg
 
 
-def test_a_pipeline_works_as_the_model_with_its_own_components(tiny_model, tiny_sd):
+def test_a_pipeline_works_as_the_model_with_its_own_components(tiny_model, sd_pipeline):
     """generate(pipe, ...) equals generate(models.load(folder), ...) for the same folder,
     runs the pipeline's own UNet (shared, not copied) and leaves it as it was."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd), safety_checker=None, requires_safety_checker=False)
+    pipe = sd_pipeline
     recipe = _recipe(method="t2v-zero", cross_frame=CrossFrame(), motion=Motion(translate=(4.0, 0.0)))
     processors = dict(pipe.unet.attn_processors)
     calls = []
@@ -516,3 +521,50 @@ def test_warp_mode_model_default_and_override(tiny_sd):
     assert resolve(get_method("t2v-zero"), {"motion.mode": "bilinear"}).motion.mode == "bilinear"
     mine = apply_override(get_method("t2v-zero"), "motion.mode", "nearest")
     assert resolve(mine, {"motion.mode": "bilinear"}).motion.mode == "nearest"
+
+
+# --- every scheduler the recipe accepts, through generate() ------------------------------
+
+
+def _scheduler_cases():
+    from zeroshot.sampling import SCHEDULERS
+
+    cases = [(name, 0.0) for name in SCHEDULERS]
+    return cases + [("ddim", 0.6)]  # DDIM with eta > 0 draws per-step noise
+
+
+@pytest.mark.parametrize(("name", "eta"), _scheduler_cases())
+def test_each_scheduler_equals_diffusers_text_to_image(tiny_model, sd_pipeline, name, eta):
+    """t2i with each scheduler equals diffusers' StableDiffusionPipeline with the same
+    scheduler, initial latents and generator, stochastic samplers included (one frame, so
+    the per-step draws have the pipeline's shape)."""
+    from zeroshot.sampling import make_scheduler
+
+    pipe, own = sd_pipeline, sd_pipeline.scheduler  # the folder's own scheduler: DDIM
+    noise = _latents(f=1, seed=5)
+    ours = generate(tiny_model, "a red cat", _recipe(num_frames=1, scheduler=name, eta=eta, num_inference_steps=4),
+                    latents=noise, seed=7, progress=False)
+    pipe.scheduler = make_scheduler(name, own)
+    try:
+        ref = pipe("a red cat", height=32, width=32, num_inference_steps=4, guidance_scale=3.0, eta=eta,
+                   latents=noise[:, :, 0], generator=torch.Generator().manual_seed(7), output_type="pt").images[0]
+    finally:
+        pipe.scheduler = own
+    assert (ours.frames[0, 0] - ref).abs().max() <= 1e-4
+    other_seed = generate(tiny_model, "a red cat", _recipe(num_frames=1, scheduler=name, eta=eta,
+                                                            num_inference_steps=4), latents=noise, seed=8, progress=False)
+    stochastic = name in ("ddpm", "euler-ancestral") or eta > 0
+    assert (other_seed.frames - ours.frames).abs().max() > 1e-3 if stochastic else torch.equal(other_seed.frames,
+                                                                                               ours.frames)
+
+
+@pytest.mark.parametrize(("name", "eta"), _scheduler_cases())
+def test_each_scheduler_runs_t2v_zero(tiny_model, name, eta):
+    """T2V-Zero restarts the scheduler mid-schedule (frame 0 to T', then all frames from T):
+    with each scheduler, frame 0 is the same for any motion and the other frames follow it."""
+    recipes = [_recipe(method="t2v-zero", cross_frame=CrossFrame(), motion=Motion(translate=move), scheduler=name,
+                       eta=eta) for move in ((4.0, 0.0), (0.0, 4.0))]
+    a, b = (generate(tiny_model, "a red cat", r, seed=2, progress=False) for r in recipes)
+    assert torch.isfinite(a.latents).all() and a.frames.shape == (1, 3, 3, 32, 32)
+    assert (a.latents[:, :, 0] - b.latents[:, :, 0]).abs().max() <= 1e-5
+    assert (a.latents[:, :, 1:] - b.latents[:, :, 1:]).abs().max() > 1e-3

@@ -84,9 +84,12 @@ def test_recipes_are_frozen_and_overrides_return_new_ones():
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_plain_data_and_toml_round_trip(name):
-    import tomllib
-
     import tomli_w
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     for recipe in (get_method(name), _everything_on()):
         assert recipe_from_dict(recipe_to_dict(recipe)) == recipe  # JSON form (records)

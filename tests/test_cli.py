@@ -146,3 +146,144 @@ def test_lora_flag_merges_a_lora_and_leaves_bad_files_one_line(tiny_sd, tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not_lora.safetensors" in err
     assert not (tmp_path / "bad.png").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# every generate flag reaches the recipe (the record) and the video
+
+
+def _records(folder, stem):
+    return [json.loads((folder / f"{stem}-v{i}.json").read_text()) for i in range(2)]
+
+
+def test_every_recipe_flag_reaches_the_recipe_and_the_video(tiny_sd, tiny_model, tmp_path):
+    """One run with every recipe flag: the records hold the recipe the flags describe,
+    and that recipe with the recorded seed reproduces both videos through the API."""
+    from zeroshot.generate import generate
+    from zeroshot.recipe import recipe_from_dict
+
+    out = tmp_path / "clip.png"
+    argv = ["generate", "a red cat", "--model", str(tiny_sd), "--method", "t2v-zero", "--frames", "3",
+            "--steps", "4", "--guidance", "2.5", "--height", "32", "--width", "24", "--negative-prompt", "a blue dog",
+            "--eta", "0.5", "--scheduler", "ddpm", "--seed", "5", "--num-videos", "2", "--motion", "2,-1",
+            "--zoom", "1.1", "--rotate", "5", "--smooth-bg", "0.4", "--noise", "mixed", "--noise-alpha", "0.5",
+            "--freeinit", "2", "--device", "cpu", "--dtype", "float32", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    records = _records(tmp_path, "clip")
+    r = records[0]["recipe"]
+    assert (r["num_frames"], r["num_inference_steps"], r["guidance_scale"], r["height"], r["width"]) == (3, 4, 2.5, 32, 24)
+    assert (r["negative_prompt"], r["eta"], r["scheduler"]) == ("a blue dog", 0.5, "ddpm")
+    assert (r["motion"]["translate"], r["motion"]["zoom"], r["motion"]["rotate"]) == ([2.0, -1.0], 1.1, 5.0)
+    assert r["smoothing"]["strength"] == 0.4 and r["freeinit"]["iterations"] == 2
+    assert (r["noise"]["prior"], r["noise"]["alpha"]) == ("mixed", 0.5)
+    assert [(rec["seed"], rec["video_index"], rec["num_videos"]) for rec in records] == [(5, 0, 2), (5, 1, 2)]
+    assert records[1]["recipe"] == r
+    again = generate(tiny_model, "a red cat", recipe_from_dict(r), seed=5, num_videos=2, progress=False)
+    for i in range(2):
+        written = io.read_video(tmp_path / f"clip-v{i}")
+        assert written.shape == (3, 3, 32, 24)
+        assert (written - again.frames[i]).abs().max() <= 0.5 / 255 + 1e-6
+    assert (again.frames[0] - again.frames[1]).abs().max() > 1e-3  # two videos, not one twice
+
+
+@pytest.mark.parametrize("flags,part,expected", [
+    (["--path", "PATH"], "path", "PATH"),
+    (["--trajectory", "4,4->20,8", "--trajectory", "28,28->20,28"], "trajectories", ["4,4->20,8", "28,28->20,28"]),
+    (["--motion-from", "VIDEO"], "from_video", "VIDEO"),
+])
+def test_motion_source_flags(tiny_sd, tmp_path, flags, part, expected):
+    import torch
+
+    path = tmp_path / "path.toml"
+    path.write_text("[[key]]\nframe = 0\n[[key]]\nframe = 2\ntranslate = [4, 0]\nzoom = 1.1\n")
+    video = io.write_video(torch.rand(3, 3, 32, 32), tmp_path / "ref.png")  # a folder of frames
+    subst = {"PATH": str(path), "VIDEO": str(video)}
+    flags = [subst.get(f, f) for f in flags]
+    expected = subst.get(expected, expected) if isinstance(expected, str) else expected
+    out = tmp_path / "clip.mp4"
+    assert main(["generate", "a red cat", "--model", str(tiny_sd), *SMALL, "--frames", "3", *flags,
+                 "--out", str(out)]) == 0
+    motion = json.loads((tmp_path / "clip.json").read_text())["recipe"]["motion"]
+    assert motion[part] == expected and motion["translate"] == [0.0, 0.0]  # a source replaces the pan
+    assert io.video_is_valid(out, 3)
+
+
+def test_motion_adapter_flag(tiny_sd, tiny_model, tmp_path):
+    from zeroshot.trained.animatediff import save_motion_adapter
+    from zeroshot.trained.inflate import new_motion_adapter
+
+    adapter = save_motion_adapter(new_motion_adapter(tiny_model.unet, max_seq_length=4), tmp_path / "mm.safetensors")
+    out = tmp_path / "clip.mp4"
+    assert main(["generate", "a red cat", "--model", str(tiny_sd), *SMALL, "--method", "animatediff",
+                 "--motion-adapter", str(adapter), "--out", str(out)]) == 0
+    recipe = json.loads((tmp_path / "clip.json").read_text())["recipe"]
+    assert recipe["method"] == "animatediff" and recipe["animatediff"]["adapter"] == str(adapter)
+    assert io.video_is_valid(out, 4)
+
+
+def test_fps_flag_sets_the_frame_duration(tiny_sd, tmp_path):
+    from PIL import Image
+
+    args = ["generate", "a red cat", "--model", str(tiny_sd), "--method", "t2i", *SMALL, "--frames", "2"]
+    for fps in (None, "4", "20"):
+        out = tmp_path / f"clip{fps}.gif"
+        assert main([*args, *(["--fps", fps] if fps else []), "--out", str(out)]) == 0
+        with Image.open(out) as gif:  # GIF stores frame durations in 10 ms units
+            assert abs(gif.info["duration"] - 1000 / float(fps or 8)) < 10, fps
+        assert json.loads(out.with_suffix(".json").read_text())["fps"] == float(fps or 8)
+
+
+def test_dtype_flag_runs_the_model_in_that_precision(tiny_sd, tmp_path):
+    args = ["generate", "a red cat", "--model", str(tiny_sd), "--method", "t2i", *SMALL, "--frames", "1"]
+    assert main([*args, "--dtype", "float32", "--out", str(tmp_path / "f32.png")]) == 0
+    assert main([*args, "--dtype", "bfloat16", "--out", str(tmp_path / "bf16.png")]) == 0
+    a, b = io.read_video(tmp_path / "f32.png"), io.read_video(tmp_path / "bf16.png")
+    assert 0 < (a - b).abs().max() and (a - b).abs().mean() < 0.05  # rounded, not another image
+
+
+def test_model_flags_reach_the_loader(tiny_sd, tmp_path, monkeypatch):
+    """--model-config, --allow-pickle, --device and --dtype are what the model loader gets."""
+    import torch
+
+    from zeroshot import models
+
+    seen = {}
+    real_load = models.load
+
+    def spy(path, **kwargs):
+        seen.update(kwargs, path=path)
+        return real_load(str(tiny_sd))
+
+    monkeypatch.setattr(models, "load", spy)
+    single = tmp_path / "model.safetensors"
+    single.write_bytes(b"stand-in: the spy loads the tiny folder")
+    args = ["generate", "a red cat", "--method", "t2i", *SMALL, "--frames", "1"]
+    assert main([*args, "--model", str(single), "--model-config", str(tiny_sd), "--device", "cpu",
+                 "--out", str(tmp_path / "a.png")]) == 0
+    assert seen["path"] == str(single) and seen["config"] == str(tiny_sd) and seen["device"] == "cpu"
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"x")
+    assert main([*args, "--model", str(pickle), "--allow-pickle", "--dtype", "float16",
+                 "--out", str(tmp_path / "b.png")]) == 0
+    assert seen["path"] == str(pickle) and seen["allow_pickle"] is True and seen["dtype"] == torch.float16
+
+
+def test_version_and_verbose_flags(tiny_sd, tmp_path, capsys, monkeypatch):
+    from zeroshot import __version__, generate
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"zeroshot {__version__}"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model fell over\nsecond line")
+
+    monkeypatch.setattr(generate, "generate", broken)
+    args = ["generate", "a red cat", "--model", str(tiny_sd), *SMALL, "--out", str(tmp_path / "o.mp4")]
+    assert main(args) == 1  # an unexpected error: one line, no traceback, a pointer to -v
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("zeroshot:")]
+    assert ours == ["zeroshot: failed: RuntimeError: the model fell over (run with -v for details)"]
+    assert "Traceback" not in err and "second line" not in err
+    with pytest.raises(RuntimeError, match="fell over"):  # -v shows the real error
+        main(["-v", *args])

@@ -4,6 +4,7 @@ RNG hygiene, device/dtype, recipe mapping, and per-step noise through stochastic
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -155,14 +156,26 @@ def test_videofusion_key_frame_is_pure_base_noise():
     assert not torch.equal(x[:, :, 2], base[:, :, 0])
 
 
-def test_zero_alpha_and_zero_lam_are_iid():
-    shape = (1, 2, 4, 3, 3)
+ZERO_CASES = [Noise(prior="mixed", alpha=0.0), Noise(prior="progressive", alpha=0.0), Noise(prior="videofusion", lam=0.0)]
+
+
+@pytest.mark.parametrize("noise", ZERO_CASES, ids=[n.prior for n in ZERO_CASES])
+def test_zero_alpha_and_zero_lam_are_iid(noise):
+    """Formula and draws: with no shared part the frames are uncorrelated unit normals
+    (5 standard errors on the draws), unlike the same prior with a small shared part."""
+    f = 5
+    eye = torch.eye(f, dtype=torch.float64)
+    assert torch.equal(zn.theoretical_correlation(noise, f), eye)
+    mean, second = frame_moments(draw_for_moments(noise, f))
+    tol = 5 * math.sqrt(3 / NUM_SAMPLES)
+    assert mean.abs().max() < 5 / math.sqrt(NUM_SAMPLES)
+    assert (second - eye).abs().max() < tol
+    small = replace(noise, **({"lam": 0.2} if noise.prior == "videofusion" else {"alpha": 0.5}))
+    _, correlated = frame_moments(draw_for_moments(small, f))
+    assert (correlated - eye).abs().max() > 2 * tol  # the same test sees a small shared part
+    shape = (1, 2, 4, 3, 3)  # progressive with alpha 0 draws exactly the iid numbers
     ref = zn.iid(shape, torch.Generator().manual_seed(0))
     assert torch.equal(zn.progressive(shape, torch.Generator().manual_seed(0), alpha=0.0), ref)
-    eye = torch.eye(4, dtype=torch.float64)
-    assert torch.equal(zn.theoretical_correlation(Noise(prior="mixed", alpha=0.0), 4), eye)
-    assert torch.equal(zn.theoretical_correlation(Noise(prior="progressive", alpha=0.0), 4), eye)
-    assert torch.equal(zn.theoretical_correlation(Noise(prior="videofusion", lam=0.0), 4), eye)
 
 
 def test_sample_maps_recipe_fields_onto_prior():
@@ -263,48 +276,63 @@ def test_per_step_noise_keeps_correlation_through_ddim_eta1(prior, model):
     assert (expected[off] - results[False][off]).min() > 0.1  # iid per-step noise loses it
 
 
-def test_per_step_noise_keeps_correlation_through_euler_ancestral():
+@pytest.mark.parametrize("model", ["zero-eps", "zero-x0"])
+def test_per_step_noise_keeps_correlation_through_euler_ancestral(model):
+    """Ten Euler-ancestral steps: with per-step prior noise the latents keep the mixed
+    prior's correlation (1/2 between frames); with iid per-step noise they lose it."""
     from diffusers import EulerAncestralDiscreteScheduler
 
     from zeroshot.sampling import denoise
 
     sched = EulerAncestralDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     sched.set_timesteps(20)
-    noise = Noise(prior="mixed")
-    g = torch.Generator().manual_seed(0)
-    x = zn.sample(noise, (100, 4, 4, 8, 8), g) * sched.init_noise_sigma
-    fn = zn.step_noise_fn(noise, g, device="cpu", dtype=torch.float32)
+    sigma = {int(t): float(s) for t, s in zip(sched.timesteps, sched.sigmas)}
 
-    def eps_fn(x, t):
-        return torch.zeros_like(x)
+    def eps_fn(x_in, t):
+        if model == "zero-eps":
+            return torch.zeros_like(x_in)
+        # predicts x0 = 0 (eps = x / sigma on the unscaled latents): only the noise path is left
+        s = sigma[int(t)]
+        return x_in * (s**2 + 1) ** 0.5 / s
 
-    out = denoise(eps_fn, sched, x, sched.timesteps[:10], generator=g, noise_fn=fn)
-    corr = zn.frame_correlation(out)
-    assert corr[0, 1:].sub(0.5).abs().max() < 5 * math.sqrt(3 / (100 * 4 * 8 * 8))
+    f = 4
+    expected = zn.theoretical_correlation(Noise(prior="mixed"), f)
+    results = {}
+    for per_step in (True, False):
+        noise = Noise(prior="mixed", per_step=per_step)
+        g = torch.Generator().manual_seed(0)
+        x = zn.sample(noise, (100, 4, f, 8, 8), g) * sched.init_noise_sigma
+        fn = zn.step_noise_fn(noise, g, device="cpu", dtype=torch.float32)
+        out = denoise(eps_fn, sched, x, sched.timesteps[:10], generator=g, noise_fn=fn)
+        results[per_step] = zn.frame_correlation(out)
+    tol = 5 * math.sqrt(3 / (100 * 4 * 8 * 8))
+    assert (results[True] - expected).abs().max() < tol
+    off = ~torch.eye(f, dtype=torch.bool)
+    assert (expected[off] - results[False][off]).min() > 2 * tol  # iid per-step noise loses it
 
 
 # --- through generate() on a tiny real Stable Diffusion -------------------------------
 
 
 @pytest.mark.parametrize("method", ["pyoco-mixed", "pyoco-progressive", "videofusion"])
-def test_noise_methods_registered_and_generate(tiny_sd, method):
-    from dataclasses import replace
-
-    from zeroshot import models
+def test_noise_methods_registered_and_generate(tiny_model, method):
     from zeroshot.generate import generate
     from zeroshot.recipe import METHODS, CrossFrame, get_method
 
     assert METHODS[method].noise.prior == {"pyoco-mixed": "mixed", "pyoco-progressive": "progressive",
                                            "videofusion": "videofusion"}[method]
-    model = models.load(str(tiny_sd))
+    model = tiny_model
     recipe = replace(get_method(method), num_frames=3, height=32, width=32, num_inference_steps=3,
                      guidance_scale=1.0, eta=1.0)
     seen = []
     out = generate(model, "a red cat", recipe, seed=0, progress=False,
                    callback=lambda i, t, x: seen.append(i))
     assert out.frames.shape == (1, 3, 3, 32, 32) and seen == [0, 1, 2]
-    # composes with cross-frame attention
-    generate(model, "a red cat", replace(recipe, cross_frame=CrossFrame()), seed=0, progress=False)
+    # composes with cross-frame attention: the same draws, so the anchor frame (which
+    # attends to itself either way) is unchanged and the other frames change
+    cf = generate(model, "a red cat", replace(recipe, cross_frame=CrossFrame()), seed=0, progress=False)
+    assert (cf.latents[:, :, 0] - out.latents[:, :, 0]).abs().max() <= 1e-5
+    assert (cf.latents[:, :, 1:] - out.latents[:, :, 1:]).abs().max() > 1e-3
     # the prior reaches the initial noise: a different prior changes the result
     iid = generate(model, "a red cat", replace(recipe, noise=Noise()), seed=0, progress=False)
     assert not torch.equal(out.latents, iid.latents)

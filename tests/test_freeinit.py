@@ -225,10 +225,8 @@ def test_mixing_variance_matches_measurement(kind):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_sd):
-    from zeroshot import models
-
-    return models.load(str(tiny_sd))
+def model(tiny_model):
+    return tiny_model
 
 
 def _recipe(**kw):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import randn as _noise
 from zeroshot.methods.smoothing import (
     BackgroundSmoothing,
     capture_cross_attention,
@@ -20,14 +21,8 @@ from zeroshot.recipe import RecipeError, Smoothing
 
 
 @pytest.fixture(scope="module")
-def parts():
-    from zeroshot.testing import build_sd_components
-
-    return build_sd_components("tiny", seed=0)
-
-
-def _noise(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+def parts(tiny_parts):
+    return tiny_parts
 
 
 def _context(parts, prompts):

@@ -59,7 +59,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate a video from a prompt")
     p.add_argument("prompt")
-    p.add_argument("--method", default="t2v-zero", help="a method from `zeroshot methods` (default t2v-zero)")
+    p.add_argument("--method", default=None,
+                   help="a method from `zeroshot methods` (default: the model's natural one, t2v-zero for image models)")
     add_model_flags(p)
     p.add_argument("--frames", type=_int, dest="num_frames")
     p.add_argument("--steps", type=_int, dest="num_inference_steps")
@@ -89,11 +90,14 @@ def _add_generate(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def build_recipe(args):
-    """The recipe that the generate flags describe (method, then flags, then --set)."""
-    from zeroshot.recipe import apply_override, get_method, parse_override
+def build_recipe(args, family=None):
+    """The recipe that the generate flags describe (method, then flags, then --set).
 
-    recipe = get_method(args.method)
+    Without --method, the model family's natural method (`recipe.natural_method`)."""
+    from zeroshot.families import SD
+    from zeroshot.recipe import apply_override, get_method, natural_method, parse_override
+
+    recipe = get_method(args.method or natural_method(family or SD))
     flags = {
         "num_frames": args.num_frames,
         "num_inference_steps": args.num_inference_steps,
@@ -151,15 +155,15 @@ def cmd_generate(args) -> int:
     from zeroshot import io, models
     from zeroshot.generate import generate, prepare_recipe
 
-    recipe = build_recipe(args)
     spec = model_spec(args)
     spec.check()
+    card = models.peek(args.model)
+    recipe = build_recipe(args, card.family_class)
     if args.out is not None:
         io.check_output_path(args.out)
     if args.num_videos < 1:
         raise CliError(f"--num-videos must be >= 1, got {args.num_videos}")
-    # Check the recipe against the model's defaults before loading weights.
-    card = models.peek(args.model)
+    # Check the recipe against the model's defaults and family before loading weights.
     resolved = prepare_recipe(card, recipe, args.prompt)
     out = Path(args.out) if args.out else Path("out") / f"{io.output_stem(args.prompt, args.seed, resolved)}.mp4"
     io.check_output_path(out)
@@ -175,10 +179,10 @@ def cmd_generate(args) -> int:
 def cmd_methods(args) -> int:
     from zeroshot.recipe import METHODS
 
-    for name, recipe in METHODS.items():
-        parts = [p for p in ("cross_frame", "motion", "smoothing", "freeinit", "animatediff") if getattr(recipe, p)]
-        noise = recipe.noise.prior
-        print(f"{name:20s} noise={noise:12s} parts={','.join(parts) or '-'}")
+    from zeroshot.recipe import DESCRIPTIONS
+
+    for name in METHODS:
+        print(f"{name:20s} {DESCRIPTIONS[name]}")
     return 0
 
 

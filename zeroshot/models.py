@@ -67,7 +67,9 @@ def peek(path_or_id: str | None) -> ModelCard:
     folder = EMBEDDED_MODEL if path_or_id is None else Path(path_or_id).expanduser()
     if not folder.is_dir():
         return ModelCard(str(path_or_id), {}, None, None)
-    family = folder_family(folder, str(path_or_id or "zeroshot/shapes")).family
+    family = None
+    if (folder / "model_index.json").is_file():
+        family = folder_family(folder, str(path_or_id or "zeroshot/shapes"))
     card = read_model_card(folder)
     factor = None
     vae_config = folder / "vae" / "config.json"

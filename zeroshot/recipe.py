@@ -500,7 +500,8 @@ def validate(recipe: Recipe, *, vae_scale_factor: int | None = None, family=None
     """Raise RecipeError (one line naming the field and the valid range) if invalid.
 
     The top-level fields are checked here; every part by its technique
-    (`zeroshot.techniques`), against `family` (a family class; default Stable Diffusion).
+    (`zeroshot.techniques`), against `family` (a family class; None: Stable Diffusion, and
+    the method is not checked against the family).
     """
     from zeroshot.sampling import SCHEDULERS
 
@@ -527,6 +528,11 @@ def validate(recipe: Recipe, *, vae_scale_factor: int | None = None, family=None
     from zeroshot.families import SD
     from zeroshot.techniques import check_all
 
+    if r.method == "video" and family is not None and family.image_model:
+        raise RecipeError(
+            f"method video samples a video model's frames together; {family.family} models are image models "
+            "(use t2i, t2v-zero, animatediff or a noise prior)"
+        )
     check_all(r, family or SD)
 
 

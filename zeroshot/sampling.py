@@ -84,7 +84,7 @@ def _affine_noise_step(scheduler, eps, t, latents, noise_fn: NoiseFn, kwargs) ->
     outs, draws = [], []
     for seed in (1, 2):
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        draws.append(torch.randn(latents.shape, generator=gen, dtype=torch.float64))
+        draws.append(torch.randn(eps.shape, generator=gen, dtype=eps.dtype).double())  # as randn_tensor draws
         trial = copy.deepcopy(scheduler)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         outs.append(trial.step(eps, t, latents, generator=gen, return_dict=False, **kwargs)[0].double().cpu())

@@ -141,3 +141,152 @@ def _random_modules(spec, vocab_size, tokenizer):
         )
     )
     return unet, vae, text_encoder
+
+
+# ---------------------------------------------------------------------------------------
+# other families: tiny SDXL, AnimateDiff and ModelScope (UNet3D) folders in diffusers' layouts
+
+
+def _tiny_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def _seeded(seed: int, build):
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def build_sdxl_folder(directory, *, seed: int = 0) -> Path:
+    """A tiny random SDXL folder (`StableDiffusionXLPipeline.save_pretrained` layout), 32 px."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from zeroshot.tokenizer import word_tokenizer
+
+    directory = Path(directory)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = word_tokenizer(WORDS, Path(tmp) / "tokenizer")
+        tokenizer_2 = word_tokenizer(WORDS, Path(tmp) / "tokenizer_2")
+        text = dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=3,
+            projection_dim=32,
+        )
+
+        def modules():
+            unet = UNet2DConditionModel(
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                sample_size=8,
+                in_channels=4,
+                out_channels=4,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                attention_head_dim=(2, 4),
+                use_linear_projection=True,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=8,
+                transformer_layers_per_block=(1, 2),
+                projection_class_embeddings_input_dim=6 * 8 + 32,
+                cross_attention_dim=64,
+                norm_num_groups=8,
+            )
+            _, vae, _ = _random_modules(SIZES["tiny"], len(tokenizer), tokenizer)
+            return unet, vae, CLIPTextModel(CLIPTextConfig(**text)), CLIPTextModelWithProjection(CLIPTextConfig(**text))
+
+        unet, vae, enc, enc2 = _seeded(seed, modules)
+        pipe = StableDiffusionXLPipeline(
+            vae=vae.eval(),
+            text_encoder=enc.eval(),
+            text_encoder_2=enc2.eval(),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet.eval(),
+            scheduler=_tiny_scheduler(),
+        )
+        pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+def tiny_motion_adapter(unet, *, seed: int = 0, max_frames: int = 16):
+    """A random (not zero-initialised) `MotionAdapter` that fits `unet`: the motion layers
+    really act, so parity tests compare something."""
+    from zeroshot.trained.inflate import new_motion_adapter
+
+    return new_motion_adapter(
+        unet, seed=seed, zero_init=False, num_attention_heads=4, max_seq_length=max_frames
+    )
+
+
+def build_animatediff_folder(directory, *, seed: int = 0) -> Path:
+    """A tiny random AnimateDiff folder (`AnimateDiffPipeline.save_pretrained` layout)."""
+    import tempfile
+
+    from diffusers import AnimateDiffPipeline
+
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = build_sd_components("tiny", seed=seed, directory=tmp)
+        adapter = tiny_motion_adapter(parts["unet"], seed=seed + 1)
+        pipe = AnimateDiffPipeline(motion_adapter=adapter, **parts)
+        pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+def build_unet3d_folder(directory, *, seed: int = 0) -> Path:
+    """A tiny random ModelScope-style folder (`TextToVideoSDPipeline` layout, `UNet3DConditionModel`)."""
+    import tempfile
+
+    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
+
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = build_sd_components("tiny", seed=seed, directory=tmp)
+
+        def unet():
+            return UNet3DConditionModel(
+                block_out_channels=(16, 32),
+                layers_per_block=1,
+                sample_size=8,
+                in_channels=4,
+                out_channels=4,
+                down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+                cross_attention_dim=32,
+                attention_head_dim=4,
+                norm_num_groups=4,
+            )
+
+        parts["unet"] = _seeded(seed + 1, unet).eval()
+        TextToVideoSDPipeline(**parts).save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+#: Builders of a tiny folder of every family (`zeroshot.families.FAMILY_CLASSES`).
+FAMILY_FOLDERS = {
+    "sd": lambda d, seed=0: build_sd_folder(d, "tiny", seed=seed),
+    "sdxl": build_sdxl_folder,
+    "animatediff": build_animatediff_folder,
+    "unet3d": build_unet3d_folder,
+}

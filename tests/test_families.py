@@ -1,0 +1,242 @@
+"""Every model family through the same seam: a contract test (generate, CLI, render) over
+tiny real folders of each family, parity with each family's diffusers pipeline, and the
+one-line refusals of techniques a family cannot take."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from zeroshot import models, testing
+from zeroshot.families import FAMILY_CLASSES, SDXL, AnimateDiff, UNet3D
+from zeroshot.generate import generate
+from zeroshot.recipe import CrossFrame, Motion, Recipe, RecipeError, apply_override, get_method
+
+SMALL = dict(height=32, width=32, num_inference_steps=3, num_frames=4)
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILY_CLASSES))
+def family_folder(request, tmp_path_factory):
+    name = request.param
+    return name, testing.FAMILY_FOLDERS[name](tmp_path_factory.mktemp(name))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """One tiny folder per family, built once for the parity tests."""
+    return {name: build(tmp_path_factory.mktemp(f"p_{name}")) for name, build in testing.FAMILY_FOLDERS.items()}
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+# --- the contract: every family through generate(), the CLI and zeroshot render ---------
+
+
+def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
+    from zeroshot.cli import main
+
+    name, folder = family_folder
+    model = models.load(str(folder))
+    assert model.family == name
+    spatial = model.attention_layers("spatial_self")
+    assert spatial and all(n not in model.attention_layers("temporal") for n in spatial)
+    assert bool(model.attention_layers("temporal")) == (not model.image_model)
+    processors = dict(model.denoiser.attn_processors)
+    # plain sampling, t2v-zero, and a noise prior with FreeInit and context windows on top
+    for recipe in (
+        Recipe(**SMALL, method="t2i") if model.image_model else Recipe(**SMALL, method="video"),
+        Recipe(**SMALL, method="t2v-zero", cross_frame=CrossFrame(), motion=Motion(translate=(4.0, 0.0))),
+        apply_override(apply_override(get_method("pyoco-mixed"), "freeinit.iterations", 2), "windows.length", 2),
+    ):
+        from dataclasses import replace
+
+        recipe = replace(recipe, **SMALL)
+        out = generate(model, "a red cat", recipe, progress=False, num_videos=2)
+        assert out.frames.shape == (2, 4, 3, 32, 32)
+        assert torch.isfinite(out.frames).all() and out.frames.std() > 0
+        assert dict(model.denoiser.attn_processors) == processors  # hooks restored
+    video = tmp_path / "clip.mp4"
+    args = ["--height", "32", "--width", "32", "--steps", "2", "--frames", "4", "--quiet"]
+    assert main(["generate", "a red cat", "--model", str(folder), "--out", str(video), *args]) == 0
+    record = json.loads(video.with_suffix(".json").read_text())
+    natural = {"sd": "t2v-zero", "sdxl": "t2v-zero", "animatediff": "animatediff", "unet3d": "video"}[name]
+    assert record["recipe"]["method"] == natural
+    preset = tmp_path / "p.toml"
+    preset.write_text(
+        f'method = "{natural}"\nnum_frames = 4\nheight = 32\nwidth = 32\nnum_inference_steps = 2\n'
+        '[[jobs]]\nprompts = ["a red cat"]\nseeds = [0]\n'
+    )
+    assert main(["render", str(preset), "--model", str(folder), "--out", str(tmp_path / "r")]) == 0
+    assert len(list((tmp_path / "r").glob("*.mp4"))) == 1
+
+
+# --- parity with each family's diffusers pipeline ---------------------------------------
+
+
+def _t2v_zero_inputs(num_frames, c, h, w, seed):
+    from diffusers.utils.torch_utils import randn_tensor
+
+    gen = torch.Generator().manual_seed(seed)
+    first = randn_tensor((1, c, h, w), generator=gen)
+    eps = randn_tensor((num_frames - 1, c, h, w), generator=gen)
+    latents = torch.zeros(1, c, num_frames, h, w)
+    latents[:, :, 0] = first[0]
+    renoise_noise = torch.zeros(1, c, num_frames, h, w)
+    renoise_noise[0, :, 1:] = eps.permute(1, 0, 2, 3)
+    return latents, renoise_noise
+
+
+def test_sdxl_t2v_zero_matches_diffusers(folders):
+    from diffusers import TextToVideoZeroSDXLPipeline
+
+    folder = folders["sdxl"]
+    pipe = _quiet(TextToVideoZeroSDXLPipeline.from_pretrained, str(folder))
+    pipe.set_progress_bar_config(disable=True)
+
+    def exact_forward_loop(x_t0, t0, t1, generator):  # the one documented difference (see test_t2v_zero_parity)
+        from diffusers.utils.torch_utils import randn_tensor
+
+        eps = randn_tensor(x_t0.size(), generator=generator, dtype=x_t0.dtype, device=x_t0.device)
+        ac = pipe.scheduler.alphas_cumprod
+        a = ac[t1] / ac[t0]
+        return torch.sqrt(a) * x_t0 + torch.sqrt(1 - a) * eps
+
+    pipe.forward_loop = exact_forward_loop
+    f, steps, guidance, size = 4, 20, 5.0, 32
+    model = models.load(str(folder))
+    assert isinstance(model, SDXL)
+    h = size // model.vae_scale_factor
+    delta = 512 / h
+    theirs = _quiet(
+        pipe,
+        "a red cat",
+        video_length=f,
+        height=size,
+        width=size,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=torch.Generator().manual_seed(3),
+        motion_field_strength_x=delta,
+        motion_field_strength_y=delta,
+        t0=15,
+        t1=17,
+        output_type="np",
+    ).images
+    latents, renoise_noise = _t2v_zero_inputs(f, 4, h, h, 3)
+    px = -delta * size / 512
+    recipe = Recipe(
+        method="t2v-zero", num_frames=f, height=size, width=size, num_inference_steps=steps,
+        guidance_scale=guidance, cross_frame=CrossFrame(),
+        motion=Motion(translate=(px, px), mode="nearest", padding="reflection", t0=15, t1=17),
+    )
+    ours = generate(model, "a red cat", recipe, latents=latents, renoise_noise=renoise_noise, progress=False)
+    ours_np = ours.frames[0].permute(0, 2, 3, 1).numpy()
+    assert abs(ours_np - theirs).max() <= 1e-4
+    assert abs(ours_np[1:] - ours_np[:1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["animatediff", "unet3d"])
+def test_video_families_match_their_diffusers_pipelines(folders, name):
+    from diffusers import AnimateDiffPipeline, TextToVideoSDPipeline
+
+    folder = folders[name]
+    cls = AnimateDiffPipeline if name == "animatediff" else TextToVideoSDPipeline
+    pipe = _quiet(cls.from_pretrained, str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    model = models.load(str(folder))
+    assert isinstance(model, AnimateDiff if name == "animatediff" else UNet3D)
+    f, steps, guidance = 6, 8, 4.0
+    latents = torch.randn(1, 4, f, 8, 8, generator=torch.Generator().manual_seed(5))
+    theirs = _quiet(
+        pipe, "a red cat", num_frames=f, height=32, width=32, num_inference_steps=steps,
+        guidance_scale=guidance, latents=latents.clone(), output_type="np",
+    ).frames[0]  # f H W 3
+    recipe = Recipe(method="video" if name == "unet3d" else "animatediff", num_frames=f, height=32, width=32,
+                    num_inference_steps=steps, guidance_scale=guidance)
+    if name == "animatediff":
+        recipe = apply_override(recipe, "animatediff", "on")
+    ours = generate(model, "a red cat", recipe, latents=latents, progress=False)
+    ours_np = ours.frames[0].permute(0, 2, 3, 1).numpy()
+    assert abs(ours_np - theirs).max() <= 1e-4
+    assert abs(ours_np[1:] - ours_np[:1]).max() > 1e-3
+
+
+# --- what a family cannot take: one line, before any model work ------------------------
+
+
+def test_cross_frame_on_unet3d_wraps_only_spatial_layers(folders):
+    from zeroshot.attention import CrossFrameAttnProcessor
+    from zeroshot.hooks import cross_frame_attention
+    from zeroshot.techniques.cross_frame import layers
+
+    model = models.load(str(folders["unet3d"]))
+    names = layers(model, ("down", "mid", "up"))
+    temporal = set(model.attention_layers("temporal"))
+    assert names and not (set(names) & temporal)
+    with cross_frame_attention(model.unet, 4, names=names):
+        procs = model.unet.attn_processors
+        wrapped = {n for n, p in procs.items() if isinstance(p, CrossFrameAttnProcessor)}
+    assert wrapped == set(names)
+    # guessing from names on a UNet with temporal attention is refused
+    with pytest.raises(ValueError, match="temporal attention"):
+        with cross_frame_attention(model.unet, 4):
+            pass
+
+
+@pytest.mark.parametrize(
+    "family,recipe,needle",
+    [
+        ("unet3d", Recipe(method="t2v-zero", motion=Motion(), smoothing=__import__("zeroshot.recipe").recipe.Smoothing()),
+         "smoothing.mask_video only"),
+        ("sdxl", Recipe(method="animatediff", animatediff=__import__("zeroshot.recipe").recipe.AnimateDiff()),
+         "not to sdxl"),
+        ("animatediff", Recipe(method="animatediff",
+                               animatediff=__import__("zeroshot.recipe").recipe.AnimateDiff(adapter="x.safetensors")),
+         "its own motion modules"),
+        ("sd", Recipe(method="video"), "image models"),
+    ],
+)
+def test_techniques_a_family_cannot_take_are_refused_in_one_line(family, recipe, needle):
+    from dataclasses import replace
+
+    from zeroshot.recipe import validate
+
+    with pytest.raises(RecipeError, match=needle) as info:
+        validate(replace(recipe, **SMALL), family=FAMILY_CLASSES[family])
+    assert "\n" not in str(info.value)
+
+
+def test_cli_refuses_family_technique_before_loading(folders, tmp_path, capsys):
+    from zeroshot.cli import main
+
+    rc = main(["generate", "a red cat", "--model", str(folders["unet3d"]), "--method", "t2v-zero", "--smooth-bg",
+               "--out", str(tmp_path / "o.mp4"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "smoothing" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_family_is_one_line_naming_the_supported_ones(tmp_path, capsys):
+    from zeroshot.cli import main
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    rc = main(["generate", "a red cat", "--model", str(folder), "--out", str(tmp_path / "o.mp4"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "FluxPipeline" in err and "StableDiffusionXLPipeline" in err and len(err.splitlines()) == 1
+
+
+def test_a_pipeline_object_is_wrapped_in_its_family_and_shared(folders):
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = _quiet(StableDiffusionXLPipeline.from_pretrained, str(folders["sdxl"]))
+    recipe = Recipe(method="t2i", **SMALL)
+    a = generate(pipe, "a red cat", recipe, progress=False)
+    b = generate(models.load(str(folders["sdxl"])), "a red cat", recipe, progress=False)
+    assert torch.equal(a.frames, b.frames)

@@ -255,9 +255,11 @@ _PAIR_TRUNCATION = 0.1
 #: A frame is looked at for a pattern when at least this fraction of its border, or of its
 #: pixels away from the plain-background object, is far (`_FAR`) from the background colour.
 PATTERN_MIN_FRACTION = 0.1
-_FAR = 0.14
-#: A pattern is accepted when its Fourier model explains at least this fraction of the
-#: variance of the shade coverage of the background pixels; otherwise the frame is plain.
+_FAR = 0.1
+#: A pattern is accepted when the shade coverage of the background pixels varies (standard
+#: deviation at least `PATTERN_MIN_STD`; a drawn pattern's is 0.4-0.5) and its Fourier
+#: model explains at least `PATTERN_MIN_R2` of that variance; otherwise the frame is plain.
+PATTERN_MIN_STD = 0.1
 PATTERN_MIN_R2 = 0.5
 #: Grid patterns (checkered, dotted) have a second peak at 90 degrees from the strongest of
 #: at least this fraction of its power; stripes have none.
@@ -380,9 +382,10 @@ def background_shift(frame_a, frame_b) -> tuple[float, float]:
     each fundamental k's phase change is 2 pi k.d. A periodic pattern shows d only modulo
     its lattice, so this is the smallest displacement that explains the change (each k.d
     in [-1/2, 1/2)): for stripes the component across them (the one along them does not
-    show), for grids the displacement inside the cell around zero. Pans of less than half
-    the period (4 px at 64 px) are therefore recovered exactly. (nan, nan) when frame a has
-    no pattern.
+    show), for grids the one in the lattice's cell around zero. Pans shorter than half
+    the lattice spacing are recovered as they are: half the period for stripes and dots,
+    0.35 of it for checkerboards (whose lattice is the cells' diagonal), so at least
+    2.8 px at 64 px. (nan, nan) when frame a has no pattern.
     """
     images = [to_hwc(frame_a), to_hwc(frame_b)]
     a = _background(images[0], *_detect_plain(images[0]))
@@ -438,8 +441,9 @@ def _segment_coordinates(
 
 def _pattern_background(img: np.ndarray) -> int:
     """Palette index of the background colour of a patterned frame: the colour whose
-    (colour, shade) segment is nearest to most pixels (truncated squared distance)."""
-    pixels = img.reshape(-1, 3)
+    (colour, shade) segment is nearest to its border pixels (truncated squared distance;
+    the border, because the object, far from it, may lie on another colour's segment)."""
+    pixels = _border(img, max(1, min(img.shape[:2]) // 16))
     costs = []
     for low, high in zip(_PALETTE_RGB, _SHADE_RGB):
         _, dist = _segment_coordinates(pixels, low, high)
@@ -582,14 +586,14 @@ def fit_pattern(t: np.ndarray, weights: np.ndarray) -> PatternFit | None:
     object biases neither the frequency nor the phases.
     """
     size = t.shape[0]
-    if weights.sum() < 0.2 * t.size:
+    if weights.sum() < 0.2 * t.size or t[weights].std() < PATTERN_MIN_STD:
         return None
     k1, p1, p2 = _spectrum_peak(t, weights)
     family = "grid" if p2 >= GRID_MIN_POWER * p1 else "striped"
     xs, ys = _centred_grid(size)
     xs, ys, values = xs[weights], ys[weights], t[weights].astype(np.float64)
     k1, coef, rss = _refine_frequency(family, k1, xs, ys, values)
-    r2 = 1.0 - rss / max(float(((values - values.mean()) ** 2).sum()), 1e-12)
+    r2 = 1.0 - rss / float(((values - values.mean()) ** 2).sum())
     if r2 < PATTERN_MIN_R2:
         return None
     return PatternFit(family, (float(k1[0]), float(k1[1])), coef, r2, size)
@@ -623,25 +627,29 @@ def pattern_parameters(fit: PatternFit) -> tuple[str, float, float, tuple[float,
     direction = math.degrees(math.atan2(k1[1], k1[0]))
     length = float(np.hypot(*k1))
     if fit.family == "striped":
-        angle = direction % 180.0
-        k_u = _unit(angle) * length
-        u0 = (_phase_at_origin(fit, k_u) + math.pi / 2) / (2 * math.pi)
-        return "striped", angle, 1.0 / length, (u0 % 1.0, 0.0)
+        angle = _wrap(direction, 180.0)
+        u0 = (_phase_at_origin(fit, _unit(angle) * length) + math.pi / 2) / (2 * math.pi)
+        return "striped", angle, 1.0 / length, (_wrap(u0, 1.0), 0.0)
     if fit.coef[0] < DOTTED_MAX_MEAN:
-        angle = direction % 90.0
-        k_u, k_v = _unit(angle) * length, _unit(angle + 90.0) * length
-        u0 = _phase_at_origin(fit, k_u) / (2 * math.pi)
-        v0 = _phase_at_origin(fit, k_v) / (2 * math.pi)
-        return "dotted", angle, 1.0 / length, (u0 % 1.0, v0 % 1.0)
-    angle = (direction - 45.0) % 90.0
+        angle = _wrap(direction, 90.0)
+        u0 = _phase_at_origin(fit, _unit(angle) * length) / (2 * math.pi)
+        v0 = _phase_at_origin(fit, _unit(angle + 90.0) * length) / (2 * math.pi)
+        return "dotted", angle, 1.0 / length, (_wrap(u0, 1.0), _wrap(v0, 1.0))
+    angle = _wrap(direction - 45.0, 90.0)
     period = math.sqrt(2) / length
     k_u, k_v = _unit(angle) / period, _unit(angle + 90.0) / period
     plus = _phase_at_origin(fit, k_u + k_v) / (2 * math.pi)
     minus = (_phase_at_origin(fit, k_u - k_v) - math.pi) / (2 * math.pi)
-    u0, v0 = ((plus + minus) / 2) % 1.0, ((plus - minus) / 2) % 1.0
-    if u0 >= 0.5:  # the same checkerboard: shifted half a period along both axes
-        u0, v0 = u0 - 0.5, (v0 + 0.5) % 1.0
+    u0, v0 = _wrap((plus + minus) / 2, 1.0), _wrap((plus - minus) / 2, 1.0)
+    if u0 >= 0.5:  # the same checkerboard, half a period on along both axes
+        u0, v0 = u0 - 0.5, _wrap(v0 + 0.5, 1.0)
     return "checkered", angle, period, (u0, v0)
+
+
+def _wrap(value: float, period: float) -> float:
+    """value modulo period, in [0, period) (float % can return period itself)."""
+    out = value % period
+    return 0.0 if out >= period else float(out)
 
 
 def _unit(angle_deg: float) -> np.ndarray:

@@ -568,3 +568,26 @@ def test_each_scheduler_runs_t2v_zero(tiny_model, name, eta):
     assert torch.isfinite(a.latents).all() and a.frames.shape == (1, 3, 3, 32, 32)
     assert (a.latents[:, :, 0] - b.latents[:, :, 0]).abs().max() <= 1e-5
     assert (a.latents[:, :, 1:] - b.latents[:, :, 1:]).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_cross_frame_passes_lora_layers_on_the_projections(tiny_model, tmp_path):
+    """A UNet whose attention projections carry LoRA layers (zeroshot.trained.lora) gives,
+    under cross-frame attention, what the same LoRA merged into the weights gives."""
+    import copy
+
+    from zeroshot.trained.lora import add_lora, merged, save_lora
+
+    wrapped_unet = copy.deepcopy(tiny_model.unet)
+    layers = add_lora(wrapped_unet, rank=2, seed=0)
+    for layer in layers.values():
+        layer.up.normal_(std=0.3, generator=torch.Generator().manual_seed(1))
+    fused = merged(tiny_model.unet, save_lora(layers, tmp_path / "style.safetensors"))
+    ctx = tiny_model.encode_prompt(["a red cat"])
+    x = _latents(f=4, seed=7)
+    out = {}
+    for name, unet in (("wrapped", wrapped_unet), ("fused", fused), ("base", tiny_model.unet)):
+        with cross_frame_attention(unet, 4, mode="sparse-causal"):
+            out[name] = _unet_eps(unet, x, ctx)
+    assert (out["wrapped"] - out["fused"]).abs().max() <= 1e-4
+    assert (out["wrapped"] - out["base"]).abs().max() > 1e-3  # the LoRA acts

@@ -196,24 +196,22 @@ class ModelSpec:
 
     def check(self) -> None:
         """Fail fast, before any weights load: a missing model, a refused pickle, a bad LoRA file."""
-        from zeroshot.trained.lora import load_lora
+        from zeroshot.loras import file_format
 
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ModelError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         check_model_arg(self.path, allow_pickle=self.allow_pickle)
         for file, _ in self.loras:
-            load_lora(file)
+            file_format(file)
 
     def load(self, device: str | None = None) -> Model:
         """The model on `device` (default: `self.device`, else the GPU when there is one)."""
-        from zeroshot.trained.lora import personalised_model
+        from zeroshot.loras import apply_loras
 
         device = device or self.device or ("cuda" if torch.cuda.is_available() else None)
         dtype = getattr(torch, self.dtype) if self.dtype else None
         model = load(self.path, allow_pickle=self.allow_pickle, device=device, dtype=dtype, config=self.config)
-        for file, scale in self.loras:
-            model = personalised_model(model, file, scale=scale)
-        return model
+        return apply_loras(model, self.loras)
 
 
 def _pipeline_class(family: type):

@@ -188,14 +188,23 @@ def extract_adapter(motion_unet: Any) -> Any:
 
 @contextlib.contextmanager
 def quiet_diffusers():
-    """Silence diffusers' warnings inside the block; the previous level is restored."""
+    """Silence diffusers' warnings and diffusers'/transformers' loading progress bars inside
+    the block; the previous state is restored."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     log = logging.getLogger("diffusers")
     level = log.level
+    bars = [m for m in (diffusers_logging, transformers_logging) if m.is_progress_bar_enabled()]
     log.setLevel(logging.ERROR)
+    for m in bars:
+        m.disable_progress_bar()
     try:
         yield
     finally:
         log.setLevel(level)
+        for m in bars:
+            m.enable_progress_bar()
 
 
 def move(module: Any, *, device: Any = None, dtype: torch.dtype | None = None) -> Any:

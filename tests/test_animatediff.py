@@ -586,8 +586,8 @@ def _documented_row(name: str) -> dict[str, tuple[float, float]]:
 def test_shipped_style_lora_turns_held_out_shapes_as_documented():
     """Per-frame text-to-image of 12 held-out triangle, square and star captions (fresh
     seeds, the model's settings): with the shipped `turned` LoRA the mean turn score is
-    within 3 standard errors of docs/animatediff.md's, and the base model's shapes stay
-    upright (turn score near 0)."""
+    within 3 standard errors of docs/animatediff.md's and the detector's alignment at
+    most 3 standard errors below it, and the base model's shapes stay upright."""
     import math
 
     import numpy as np
@@ -615,12 +615,12 @@ def test_shipped_style_lora_turns_held_out_shapes_as_documented():
         aligned[name] = np.mean([(d.shape, d.fg, d.bg) == c for d, c in zip(map(detect, images), combos)])
     assert not np.isnan(scores["variant"]).any() and not np.isnan(scores["base"]).any()
     doc_mean, doc_sem = _documented_row("t2i per frame + LoRA")["turned"]
-    # the base model's figure is quoted to two decimals in the same doc (0.02): its rounding
-    # (0.005) is its uncertainty
-    for name, documented, documented_sem in (("variant", doc_mean, doc_sem), ("base", 0.02, 0.005)):
-        x = scores[name]
-        sem = math.sqrt(x.var(ddof=1) / len(x) + documented_sem**2)
-        assert abs(x.mean() - documented) <= 3 * sem, (name, x.mean(), sem)
+    x = scores["variant"]
+    sem = math.sqrt(x.var(ddof=1) / len(x) + doc_sem**2)
+    assert abs(x.mean() - doc_mean) <= 3 * sem, (x.mean(), sem, doc_mean)
+    # the base model draws upright shapes: below the bound upright world images meet
+    # (test_turned_style_is_read_back_and_leaves_round_shapes_alone)
+    assert scores["base"].max() < 0.15, scores["base"]
     assert scores["variant"].min() > scores["base"].max()  # every variant shape is turned further
     doc_align, doc_align_sem = _documented_row("t2i per frame + LoRA")["alignment"]
     assert aligned["variant"] >= doc_align - 3 * math.sqrt(doc_align * (1 - doc_align) / len(combos) + doc_align_sem**2)

@@ -264,6 +264,9 @@ def test_embedded_model_is_a_small_standard_sd_folder():
     assert record["vocabulary"] == list(world.VOCABULARY)
     recipe = resolve(get_method("t2v-zero"), record["defaults"])
     validate(recipe, vae_scale_factor=4)
+    from zeroshot.shapes.train import DEFAULTS
+
+    assert DEFAULTS == record["defaults"]  # the training command writes the shipped settings
     assert (recipe.height, recipe.width, recipe.num_inference_steps) == (64, 64, 25)
 
 

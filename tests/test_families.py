@@ -240,3 +240,23 @@ def test_a_pipeline_object_is_wrapped_in_its_family_and_shared(folders):
     a = generate(pipe, "a red cat", recipe, progress=False)
     b = generate(models.load(str(folders["sdxl"])), "a red cat", recipe, progress=False)
     assert torch.equal(a.frames, b.frames)
+
+
+@pytest.mark.parametrize("name", ["unet3d", "animatediff"])
+def test_smoothing_with_a_mask_video_on_video_families(folders, name, tmp_path):
+    import cv2
+    import numpy as np
+
+    from zeroshot.recipe import Smoothing
+
+    for k in range(4):
+        img = np.zeros((32, 32, 3), np.uint8)
+        img[8:24, 4 + 2 * k : 20 + 2 * k] = 255
+        cv2.imwrite(str(tmp_path / f"{k:02d}.png"), img)
+    model = models.load(str(folders[name]))
+    motion = Motion(translate=(4.0, 0.0), t0=1, t1=2)
+    plain = Recipe(method="t2v-zero", **SMALL, motion=motion)
+    smooth = Recipe(method="t2v-zero", **SMALL, motion=motion, smoothing=Smoothing(mask_video=str(tmp_path), dilate=1))
+    a = generate(model, "a red cat", plain, progress=False).frames
+    b = generate(model, "a red cat", smooth, progress=False).frames
+    assert (a[:, 1:] - b[:, 1:]).abs().max() > 1e-4  # the background blend changed the later frames

@@ -87,6 +87,7 @@ class VideoModel(Protocol):
     """The protocol every family implements (see zeroshot/families/*.py)."""
 
     family: str
+    image_model: bool  # the network sees one frame at a time (frames folded into the batch)
     scheduler: Any
     defaults: dict
     vocabulary: list[str] | None

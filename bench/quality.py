@@ -73,7 +73,7 @@ CHART = ("alignment", "consistency", "size_change", "along_px", "motion_error", 
 
 
 def variants(num_frames: int, names: list[str] | None = None) -> dict[str, Recipe]:
-    """Every registered method plus the ablations of the issue, as recipes."""
+    """Every registered method plus its ablations (README "Methods"), as recipes."""
     from zeroshot.noise import PRIORS
 
     out: dict[str, Recipe] = {name: recipe for name, recipe in METHODS.items()}
@@ -422,8 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     m = reference.motion
     lines = [
         f"Produced by `{command.strip()}` on model `{model.model_id}` "
-        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} CPU thread, {total / 60:.1f} min in all).",
+        f"(torch {torch.__version__}, {torch.get_num_threads()} CPU thread, {total / 60:.1f} min in all).",
         "",
         f"{len(prompts)} prompts x {len(seeds)} seeds = {len(prompts) * len(seeds)} videos per variant, "
         f"{args.frames} frames of {reference.height}x{reference.width} px, "
@@ -441,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         "requested motion; motion_err = mean distance between detected and requested steps "
         "(px/frame); bg_change = mean absolute change of background pixels between frames; "
         "warp_err / flow_px = DIS optical-flow warping error and mean flow; flicker = mean "
-        "change of frame luminance; ssim = consecutive-frame SSIM; s/video = render time on "
-        "this machine.",
+        "change of frame luminance; ssim = consecutive-frame SSIM; s/video = render time per "
+        "video in this run.",
         "",
         "Claims of the paper, checked on these numbers:",
         "",

@@ -21,7 +21,15 @@ from zeroshot.families import SD, UnsupportedFamily, family_for
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_MODEL = Path(__file__).parent / "shapes" / "model"
+#: The embedded models by name (`--model shapes`): v1 (plain backgrounds) and v2 (patterned
+#: backgrounds, shipped once trained; `zeroshot.shapes.train --world v2`).
+EMBEDDED_MODELS = {
+    "shapes": Path(__file__).parent / "shapes" / "model",
+    "shapes-v2": Path(__file__).parent / "shapes" / "model_v2",
+}
+#: What `--model` means when it is not given.
+DEFAULT_EMBEDDED = "shapes"
+EMBEDDED_MODEL = EMBEDDED_MODELS[DEFAULT_EMBEDDED]
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 #: Families whose single checkpoint files diffusers converts (`from_single_file`).
 SINGLE_FILE_FAMILIES = ("sd", "sdxl")
@@ -62,14 +70,24 @@ class ModelCard:
     family_class: type | None = None  # None: not known without loading (a hub id or a single file)
 
 
+def embedded(path_or_id: str | None) -> tuple[Path, str] | None:
+    """(folder, model id) of an embedded model name (None: the default one), else None."""
+    name = DEFAULT_EMBEDDED if path_or_id is None else path_or_id
+    if name not in EMBEDDED_MODELS:
+        return None
+    return EMBEDDED_MODELS[name], "zeroshot/shapes" if name == "shapes" else f"zeroshot/{name}"
+
+
 def peek(path_or_id: str | None) -> ModelCard:
     """Read a model's recommended defaults, vocabulary and VAE factor from its JSON files only."""
-    folder = EMBEDDED_MODEL if path_or_id is None else Path(path_or_id).expanduser()
+    known = embedded(path_or_id)
+    folder = known[0] if known else Path(path_or_id).expanduser()
+    model_id = known[1] if known else str(path_or_id)
     if not folder.is_dir():
         return ModelCard(str(path_or_id), {}, None, None)
     family = None
     if (folder / "model_index.json").is_file():
-        family = folder_family(folder, str(path_or_id or "zeroshot/shapes"))
+        family = folder_family(folder, model_id)
     card = read_model_card(folder)
     factor = None
     vae_config = folder / "vae" / "config.json"
@@ -77,7 +95,7 @@ def peek(path_or_id: str | None) -> ModelCard:
         channels = json.loads(vae_config.read_text()).get("block_out_channels")
         factor = 2 ** (len(channels) - 1) if channels else None
     return ModelCard(
-        str(path_or_id or "zeroshot/shapes"),
+        model_id,
         card.get("defaults", {}),
         card.get("vocabulary"),
         factor,
@@ -103,11 +121,13 @@ def _looks_like_path(text: str) -> bool:
 
 
 def check_model_arg(path_or_id: str | None, *, allow_pickle: bool = False) -> None:
-    """Fail fast (before any model work) on a missing path or a refused pickle."""
-    if path_or_id is None:
-        if not (EMBEDDED_MODEL / "model_index.json").is_file():
+    """Fail fast (before any model work) on a missing path, an unknown name or a refused pickle."""
+    known = embedded(path_or_id)
+    if known is not None:
+        if not (known[0] / "model_index.json").is_file():
             raise ModelError(
-                f"the embedded model is missing ({EMBEDDED_MODEL}); pass --model PATH to a diffusers folder"
+                f"the embedded model {path_or_id or DEFAULT_EMBEDDED!r} is not in this installation ({known[0]}); "
+                f"embedded models present: {', '.join(n for n, f in EMBEDDED_MODELS.items() if f.is_dir()) or 'none'}"
             )
         return
     path = Path(path_or_id).expanduser()
@@ -124,6 +144,11 @@ def check_model_arg(path_or_id: str | None, *, allow_pickle: bool = False) -> No
             if suffix not in PICKLE_SUFFIXES + (".safetensors",):
                 raise ModelError(f"{path_or_id}: unsupported model file type {suffix!r}; use .safetensors")
         return
+    if "/" not in path_or_id and not path_or_id.startswith((".", "~")) and Path(path_or_id).suffix == "":
+        raise ModelError(
+            f"unknown model {path_or_id!r}: embedded models are {', '.join(EMBEDDED_MODELS)}; "
+            "otherwise pass a diffusers folder, a .safetensors file or a hub id org/name"
+        )
     if _looks_like_path(path_or_id):
         raise ModelError(f"model path not found: {path_or_id}")
 
@@ -138,7 +163,8 @@ def load(
 ) -> Model:
     """Load a model.
 
-    - `None`: the embedded shapes model shipped in the package;
+    - `None` or an embedded name (`EMBEDDED_MODELS`: "shapes", "shapes-v2"): a model shipped
+      in the package;
     - a diffusers folder (`model_index.json`), SD 1.x/2.x;
     - a single `.safetensors` checkpoint (`config`: a local diffusers folder whose configs it
       uses; without one, diffusers fetches them from the hub);
@@ -146,10 +172,11 @@ def load(
     - a hub id such as `org/name` (needs a reachable hub).
     """
     check_model_arg(path_or_id, allow_pickle=allow_pickle)
-    if path_or_id is not None and Path(path_or_id).expanduser().is_dir():
+    known = embedded(path_or_id)
+    if known is None and Path(path_or_id).expanduser().is_dir():
         folder_family(Path(path_or_id).expanduser(), str(path_or_id))  # unsupported: one line, no weights read
-    if path_or_id is None:
-        model = _load_folder(EMBEDDED_MODEL, model_id="zeroshot/shapes")
+    if known is not None:
+        model = _load_folder(known[0], model_id=known[1])
     else:
         path = Path(path_or_id).expanduser()
         if path.is_dir():

@@ -129,6 +129,47 @@ def vae_agreement(vae, num_images: int = 256, seed: int = 0) -> dict:
     return result
 
 
+#: Period bins (px at 64 px) of `pattern_fidelity`.
+PERIOD_BINS = ((8.0, 11.0), (11.0, 13.5), (13.5, 16.0))
+
+
+def pattern_fidelity(vae, num_images: int = 192, seed: int = 0) -> dict:
+    """How well a VAE keeps v2 background patterns: per held-out patterned scene, the
+    Pearson correlation of the background's luminance (object and a 2-px ring around it
+    excluded) with its reconstruction's (posterior mode); mean per period bin and overall.
+
+    Scenes come from `world.HELD_OUT_V2`'s patterned combinations (kinds in turn)."""
+    import cv2
+    import torch
+
+    rng = np.random.default_rng(seed)
+    combos = sorted(c for c in world.HELD_OUT_V2 if c[3] != "plain")
+    scenes = []
+    for i in range(num_images):
+        shape, fg, bg, pattern = combos[i % len(combos)]
+        scenes.append(world.sample_scene_v2(rng, shape=shape, fg=fg, bg=bg, pattern=pattern))
+    images = torch.from_numpy(np.stack([world.render_image(s) for s in scenes]))
+    with torch.no_grad():
+        recon = torch.cat([vae.decode(vae.encode(x * 2 - 1).latent_dist.mode()).sample for x in images.split(64)])
+    recon = ((recon + 1) / 2).clamp(0, 1).numpy()
+    weights = np.array([0.299, 0.587, 0.114], np.float32)[:, None, None]
+    corrs: dict[str, list[float]] = {f"{lo:g}-{hi:g}": [] for lo, hi in PERIOD_BINS}
+    every = []
+    for scene, orig, rec in zip(scenes, images.numpy(), recon):
+        mask = world.render(scene)[1].astype(np.uint8)
+        keep = cv2.dilate(mask, np.ones((5, 5), np.uint8)) == 0
+        a, b = (orig * weights).sum(0)[keep], (rec * weights).sum(0)[keep]
+        r = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+        every.append(r)
+        for lo, hi in PERIOD_BINS:
+            if lo <= scene.pattern_period < hi or (hi == PERIOD_BINS[-1][1] and scene.pattern_period == hi):
+                corrs[f"{lo:g}-{hi:g}"].append(r)
+    out = {k: float(np.mean(v)) for k, v in corrs.items() if v}
+    out["all"] = float(np.mean(every))
+    out["min"] = float(np.min(every))
+    return out
+
+
 def video_scores(model, pairs, *, overrides=None, num_frames: int = 8) -> dict:
     """T2V-Zero on the shapes model, measured per frame with the detector.
 

@@ -95,3 +95,16 @@ def test_explicit_noise_equals_the_schedulers_own_draw(name):
     assert torch.allclose(ours, ref, atol=1e-5)
     other = step(other_sched, eps, t, x, noise_fn=lambda shape: -z)
     assert (other - ours).abs().max() > 1e-2  # the noise given is the noise used
+
+
+def test_set_method_to_the_same_method_keeps_part_settings():
+    r = apply_override(get_method("t2v-zero"), "cross_frame.mode", "sparse-causal")
+    assert apply_override(r, "method", "t2v-zero") == r
+
+
+def test_given_latents_must_fit_the_recipe(tiny_model):
+    from zeroshot.generate import generate
+
+    recipe = Recipe(method="t2i", num_frames=1, height=32, width=32, num_inference_steps=2)
+    with pytest.raises(RecipeError, match=r"latents must have shape \(1, 4, 1, 8, 8\)"):
+        generate(tiny_model, "a red cat", recipe, latents=torch.zeros(1, 4, 2, 8, 8), progress=False)

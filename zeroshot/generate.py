@@ -143,6 +143,9 @@ def generate(
     generator = generator or torch.Generator("cpu").manual_seed(0 if seed is None else seed)
     shape = model.latent_shape(num_videos, recipe.num_frames, recipe.height, recipe.width)
     draw = dict(device=model.device, dtype=model.dtype)
+    for name, given in (("latents", latents), ("renoise_noise", renoise_noise)):
+        if given is not None and tuple(given.shape) != tuple(shape):
+            raise RecipeError(f"{name} must have shape {tuple(shape)} for this recipe and model, got {tuple(given.shape)}")
     if latents is None:
         latents = noise_priors.sample(recipe.noise, shape, generator, **draw)
     if recipe.motion is not None and renoise_noise is None:

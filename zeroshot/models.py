@@ -3,7 +3,7 @@
 `.safetensors` checkpoint (SD, SDXL), or a hub id (where a hub is reachable).
 
 A model folder may carry `zeroshot.json` with recommended recipe settings
-(`{"defaults": {"guidance_scale": 3.0, "motion.t0": 16, ...}, "vocabulary": [...]}`);
+(`{"defaults": {"guidance_scale": 3.0, "motion.t0": 4, ...}, "vocabulary": [...]}`);
 `generate()` uses them unless the user overrides.
 """
 

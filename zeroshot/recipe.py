@@ -394,7 +394,7 @@ def apply_override(recipe: Recipe, key: str, value: Any) -> Recipe:
     if key == "method":
         if not isinstance(value, str):
             raise RecipeError(f"method: expected a method name, got {value!r}")
-        return rebase(recipe, value)
+        return recipe if value == recipe.method else rebase(recipe, value)
     hints = _hints(Recipe)
     if head not in hints:
         valid = ", ".join(f.name for f in fields(Recipe))

@@ -287,3 +287,55 @@ def test_version_and_verbose_flags(tiny_sd, tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err and "second line" not in err
     with pytest.raises(RuntimeError, match="fell over"):  # -v shows the real error
         main(["-v", *args])
+
+
+# ---------------------------------------------------------------------------------------
+# the CLI package: every subcommand through `main`, and libraries that know nothing of it
+
+
+@pytest.mark.parametrize("argv,prefix", [
+    (["eval", "/no/such/video.mp4"], "zeroshot eval: error:"),
+    (["render", "/no/such/preset.toml"], "zeroshot: error:"),
+    (["render", "/no/such/preset.toml", "--workers", "0"], "zeroshot: error:"),
+    (["show", "nope"], "zeroshot: error:"),
+    (["generate", "a cat", "--frames", "x"], "zeroshot: error:"),
+    (["nope"], "zeroshot: error:"),
+])
+def test_every_subcommand_reports_bad_input_in_one_line(capsys, argv, prefix):
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse errors
+        rc = exc.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith(prefix), err
+
+
+def _imports(path) -> set[str]:
+    """Every module a source file imports, and `module.name` of each `from module import name`
+    (absolute imports; `from . import x` is skipped)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_libraries_never_import_the_cli():
+    from pathlib import Path
+
+    import zeroshot
+
+    root = Path(zeroshot.__file__).parent
+    for path in root.rglob("*.py"):
+        if path.parent.name == "cli" and path.parent.parent == root:
+            continue
+        cli = {name for name in _imports(path) if name == "zeroshot.cli" or name.startswith("zeroshot.cli.")}
+        assert not cli, f"{path.relative_to(root)} imports {cli}"
+    for name in ("render.py", "evaluate.py"):
+        assert "argparse" not in _imports(root / name), name
+        assert "print(" not in (root / name).read_text(), name

@@ -219,7 +219,7 @@ def test_background_change_counts_background_pixels_only():
 def _eval(argv: list[str]) -> int:
     import argparse
 
-    from zeroshot import evaluate
+    from zeroshot.cli import evaluate
 
     parser = argparse.ArgumentParser(prog="zeroshot")
     evaluate.add_parser(parser.add_subparsers(dest="command"))

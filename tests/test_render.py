@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from zeroshot import io, render
+from zeroshot.cli import render as render_cli
 from zeroshot.recipe import METHODS, RecipeError
 
 PROMPTS = ["a red circle on a blue background", "a green square", "a yellow star in the sky"]
@@ -70,7 +70,7 @@ def test_show_round_trips(tmp_path, method):
 
 def test_show_command_writes_a_loadable_file(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    render.add_show_parser(parser.add_subparsers())
+    render_cli.add_show_parser(parser.add_subparsers())
     args = parser.parse_args(["show", "t2v-zero", "--out", str(tmp_path / "t.toml")])
     assert args.func(args) == 0
     assert render.preset_recipe(tmp_path / "t.toml") == METHODS["t2v-zero"]
@@ -153,13 +153,13 @@ def test_jobs_expand_and_override(tmp_path):
 
 def test_render_command_line_jobs(tmp_path):
     parser = argparse.ArgumentParser()
-    render.add_render_parser(parser.add_subparsers())
+    render_cli.add_render_parser(parser.add_subparsers())
     preset = preset_file(tmp_path, ["a cat"], seeds=(0, 1))
     args = parser.parse_args(["render", str(preset), "--set", "num_frames=4"])
-    jobs = render.jobs_from_args(args)
+    jobs = render_cli.jobs_from_args(args)
     assert [(j.prompt, j.seed, j.recipe.num_frames) for j in jobs] == [("a cat", 0, 4), ("a cat", 1, 4)]
     args = parser.parse_args(["render", str(preset), "--prompt", "a dog", "--seeds", "3,4,5"])
-    assert [(j.prompt, j.seed) for j in render.jobs_from_args(args)] == [("a dog", s) for s in (3, 4, 5)]
+    assert [(j.prompt, j.seed) for j in render_cli.jobs_from_args(args)] == [("a dog", s) for s in (3, 4, 5)]
     empty = tmp_path / "empty.toml"
     empty.write_text(TINY)
     args = parser.parse_args(["render", str(empty), "--out", str(tmp_path / "o")])
@@ -251,7 +251,7 @@ def test_failing_job_is_retried_then_reported(tiny_sd, tmp_path, monkeypatch):
     ]
     assert not (tmp_path / "out" / f"{cat}.mp4").exists()
     parser = argparse.ArgumentParser()
-    render.add_render_parser(parser.add_subparsers())
+    render_cli.add_render_parser(parser.add_subparsers())
     args = parser.parse_args(["render", str(preset), "--out", str(tmp_path / "out"), "--model", str(tiny_sd),
                               "--no-progress"])
     assert args.func(args) == 1  # the cat still fails: non-zero exit
@@ -260,15 +260,7 @@ def test_failing_job_is_retried_then_reported(tiny_sd, tmp_path, monkeypatch):
 
 def _render_command(preset: Path, out: Path, model: Path) -> list[str]:
     args = ["render", str(preset), "--out", str(out), "--model", str(model), "--no-progress"]
-    spec = importlib.util.find_spec("zeroshot.cli")
-    if spec is not None and "add_render_parser" in Path(spec.origin).read_text():
-        return [sys.executable, "-m", "zeroshot.cli", *args]
-    code = (
-        "import argparse, sys; from zeroshot import render\n"
-        "p = argparse.ArgumentParser(); render.add_render_parser(p.add_subparsers())\n"
-        "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
-    )
-    return [sys.executable, "-c", code, *args]
+    return [sys.executable, "-m", "zeroshot.cli", *args]
 
 
 @pytest.mark.slow

@@ -1,20 +1,18 @@
-"""`zeroshot eval PATH... [--prompt P] [--json]`: metrics of rendered videos.
+"""Metrics of rendered videos: the library behind `zeroshot eval` (`zeroshot.cli.evaluate`).
 
-A PATH is a video file (.mp4, .gif), a folder of PNG frames, or a folder of renders
-(every .mp4/.gif in it). The run record beside a video (`<stem>.json`, written by
-`zeroshot generate`/`render`) gives its prompt and requested motion; `--prompt`
-overrides the prompt for every video. Generic video metrics (`zeroshot.metrics`) are
-computed for every video; the shapes-world metrics (`zeroshot.shapes.metrics`) are added
-when the prompt is a shapes caption.
+`find_videos` takes paths: a video file (.mp4, .gif), a folder of PNG frames, or a
+folder of renders (every .mp4/.gif in it). The run record beside a video (`<stem>.json`,
+written by `zeroshot generate`/`render`) gives its prompt and requested motion; a
+`prompt` given to `evaluate_video` overrides the recorded one. Generic video metrics
+(`zeroshot.metrics`) are computed for every video; the shapes-world metrics
+(`zeroshot.shapes.metrics`) are added when the prompt is a shapes caption.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,48 +121,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _plain(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
+def plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of metrics with NaN as None, for JSON."""
+    return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `zeroshot eval` on an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "eval",
-        help="metrics of videos or folders of renders",
-        description=(
-            "Video metrics (warp error, flow, flicker, SSIM) of each video, plus the shapes-world "
-            "metrics when its prompt is a shapes caption. Prompt and motion come from the JSON "
-            "record beside each video."
-        ),
-    )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="video file (.mp4/.gif), PNG-frame folder or folder of renders")
-    parser.add_argument("--prompt", default=None, help="prompt of every video (default: from each video's JSON record)")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run `zeroshot eval`; returns the exit code (2 for a bad path or unreadable video)."""
-    try:
-        videos = find_videos(args.paths)
-    except ValueError as exc:
-        print(f"zeroshot eval: error: {exc}", file=sys.stderr)
-        return 2
-    rows = []
-    for video in videos:
-        try:
-            rows.append(evaluate_video(video, prompt=args.prompt, record=read_record(video)))
-        except (OSError, ValueError, RuntimeError) as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"zeroshot eval: error: {video}: {message}", file=sys.stderr)
-            return 2
-    if args.json:
-        print(json.dumps([{k: _plain(v) for k, v in row.items()} for row in rows], indent=2))
-    else:
-        print(format_table(rows))
-    return 0
-
-
-__all__ = ["add_parser", "evaluate_video", "find_videos", "format_table", "read_record", "run"]
+__all__ = ["evaluate_video", "find_videos", "format_table", "plain_row", "read_record"]

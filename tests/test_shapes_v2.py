@@ -204,3 +204,37 @@ def test_background_shift_is_the_smallest_displacement():
         assert shift == pytest.approx(expected, abs=0.1), pan
     plain = world.render_image(world.sample_scene(np.random.default_rng(1)))
     assert all(math.isnan(v) for v in background_shift(plain, plain))
+
+
+# --- v2 background metrics on ground-truth videos -------------------------------------
+
+
+def test_background_metrics_separate_a_kept_background_from_a_redrawn_one():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from zeroshot.shapes import world
+    from zeroshot.shapes.metrics import background_metrics
+
+    rng = np.random.default_rng(11)
+    kept, redrawn, pans = [], [], []
+    for i in range(12):
+        kind = world.PATTERNS[1 + i % 3]
+        scene = world.sample_scene_v2(rng, pattern=kind)
+        pan = world.sample_background_motion(rng, "pan")
+        still = world.ShapeMotion("translate", (1.0, 0.0))
+        video = world.render_video(scene, still, 6, pan)
+        m = background_metrics(video.frames, scene.caption, pan.velocity)
+        kept.append(m["background_identity"])
+        pans.append(m["background_motion_error"])
+        # per-frame redraws: same caption, new free pattern parameters every frame
+        frames = np.stack(
+            [world.render(replace(s, **world.sample_pattern(rng, kind)))[0] for s in video.scenes]
+        )
+        redrawn.append(background_metrics(frames, scene.caption, pan.velocity)["background_identity"])
+        assert m["pattern_accuracy"] == 1.0
+    assert np.mean(kept) >= 0.95 and np.mean(pans) < 0.2
+    assert np.mean(redrawn) < 0.3
+    plain = world.render_video(world.sample_scene_v2(rng, pattern="plain"), world.ShapeMotion(), 3)
+    assert np.isnan(background_metrics(plain.frames, plain.caption)["background_identity"])

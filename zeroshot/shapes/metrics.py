@@ -187,6 +187,81 @@ def shapes_metrics(frames: Any, prompt: str, motion: Any = None) -> dict[str, fl
     }
 
 
+#: A frame keeps the background if its pattern has frame 0's kind, orientation within this
+#: many degrees, period within this fraction, and moved as the camera was asked to within
+#: `BACKGROUND_SHIFT_TOLERANCE` px since the previous frame.
+BACKGROUND_ANGLE_TOLERANCE = 3.0
+BACKGROUND_PERIOD_TOLERANCE = 0.05
+BACKGROUND_SHIFT_TOLERANCE = 0.5
+
+
+def _angle_gap(a: float, b: float, symmetry: float) -> float:
+    d = (a - b) % symmetry
+    return min(d, symmetry - d)
+
+
+def background_metrics(frames: Any, prompt: str, camera_px: tuple[float, float] | None = None) -> dict[str, float]:
+    """World v2's background metrics of a video, separately from the object's.
+
+    frames: (f, 3, H, W) float [0, 1]; prompt: a v2 caption ("... on a blue striped
+    background"); camera_px: the background displacement asked for, px/frame (a pan or the
+    global translation of T2V-Zero's motion field; None: a still background).
+
+    - pattern_accuracy: share of frames whose detected pattern kind is the caption's;
+    - background_identity: share of frames 1..f-1 whose pattern keeps frame 0's kind,
+      orientation and period and whose displacement from the previous frame
+      (`detector.background_shift`) is the requested one within
+      `BACKGROUND_SHIFT_TOLERANCE` px (phase kept after compensating the camera motion);
+      for stripes only the displacement across them is compared (the one along them does
+      not show);
+    - background_speed_px: the mean detected displacement per frame (across the stripes
+      for striped backgrounds); background_motion_error: mean distance to the request.
+    NaN where the caption's background is plain (there is no pattern to follow).
+    """
+    from zeroshot.shapes.detector import background_shift, detect_v2
+    from zeroshot.shapes.world import PATTERN_SYMMETRY_DEG, parse_caption_v2
+
+    kind = parse_caption_v2(prompt.strip().rstrip("."))[3]
+    video = as_frames(frames)  # (f, H, W, 3)
+    chw = [np.ascontiguousarray(image.transpose(2, 0, 1)) for image in video]
+    found = [detect_v2(image) for image in chw]
+    accuracy = float(np.mean([d.pattern == kind for d in found]))
+    nan = float("nan")
+    if kind == "plain":
+        return {"pattern_accuracy": accuracy, "background_identity": nan,
+                "background_speed_px": nan, "background_motion_error": nan}
+    wanted = np.array(camera_px if camera_px is not None else (0.0, 0.0), np.float64)
+    first = found[0]
+    keeps, speeds, errors = [], [], []
+    for k in range(1, len(chw)):
+        d = found[k]
+        same = (
+            first.pattern == kind
+            and d.pattern == kind
+            and _angle_gap(d.pattern_angle_deg, first.pattern_angle_deg, PATTERN_SYMMETRY_DEG[kind])
+            <= BACKGROUND_ANGLE_TOLERANCE
+            and abs(d.pattern_period - first.pattern_period) <= BACKGROUND_PERIOD_TOLERANCE * first.pattern_period
+        )
+        shift = np.array(background_shift(chw[k - 1], chw[k]), np.float64) if same else np.full(2, np.nan)
+        if kind == "striped" and same:
+            a = np.deg2rad(first.pattern_angle_deg)
+            normal = np.array([np.cos(a), np.sin(a)])
+            observed, asked = np.array([shift @ normal]), np.array([wanted @ normal])
+        else:
+            observed, asked = shift, wanted
+        error = float(np.linalg.norm(observed - asked)) if np.isfinite(observed).all() else nan
+        keeps.append(same and np.isfinite(error) and error <= BACKGROUND_SHIFT_TOLERANCE)
+        if np.isfinite(error):
+            speeds.append(float(np.linalg.norm(observed)))
+            errors.append(error)
+    return {
+        "pattern_accuracy": accuracy,
+        "background_identity": float(np.mean(keeps)) if keeps else nan,
+        "background_speed_px": float(np.mean(speeds)) if speeds else nan,
+        "background_motion_error": float(np.mean(errors)) if errors else nan,
+    }
+
+
 def is_shapes_prompt(prompt: str | None) -> bool:
     """Whether `prompt` parses as a shapes caption."""
     if not prompt:
@@ -198,4 +273,4 @@ def is_shapes_prompt(prompt: str | None) -> bool:
     return True
 
 
-__all__ = ["is_shapes_prompt", "parse_prompt", "requested_track", "shapes_metrics"]
+__all__ = ["background_metrics", "is_shapes_prompt", "parse_prompt", "requested_track", "shapes_metrics"]

@@ -1,6 +1,8 @@
 """Measure the embedded model with the detector: `python -m zeroshot.shapes.evaluate`.
 
-Two numbers, both on captions the model never saw in training (`world.HELD_OUT`):
+Two numbers, both on captions the model never saw in training (`world.HELD_OUT`, or
+`world.HELD_OUT_V2` with `--world v2`, which adds the background pattern to the fields and
+reports plain and patterned captions apart):
 
 - text-to-image accuracy: for each prompt and seed, one 64x64 image (DDIM, 25 steps by
   default, the model's guidance); the detector's shape / foreground / background colour
@@ -26,6 +28,7 @@ from zeroshot.shapes.detector import detect
 log = logging.getLogger(__name__)
 
 FIELDS = ("shape", "fg", "bg")
+FIELDS_V2 = FIELDS + ("pattern",)
 
 
 def load_pipeline(path=MODEL_DIR):
@@ -44,15 +47,25 @@ def load_pipeline(path=MODEL_DIR):
 
 
 def eval_prompts(
-    num_prompts: int = 64, seeds_per_prompt: int = 2
+    num_prompts: int = 64, seeds_per_prompt: int = 2, world_version: str = "v1"
 ) -> list[tuple[str, int]]:
-    """(prompt, seed) pairs over the held-out combinations, in a fixed order."""
-    combos = sorted(world.HELD_OUT)
+    """(prompt, seed) pairs over the held-out combinations, in a fixed order.
+
+    v2: patterned and plain combinations (shuffled with a fixed seed) interleaved, so any
+    prefix has both."""
+    if world_version == "v1":
+        combos = sorted(world.HELD_OUT)
+    else:
+        order = np.random.default_rng(0)  # a fixed shuffle, so a prefix mixes shapes and colours
+        plain = [sorted(c for c in world.HELD_OUT_V2 if c[3] == "plain")[i] for i in order.permutation(64)]
+        patterned = sorted(c for c in world.HELD_OUT_V2 if c[3] != "plain")
+        patterned = [patterned[i] for i in order.permutation(len(patterned))]
+        combos = [c for pair in zip(patterned, plain + patterned[len(plain):]) for c in pair]
     pairs = []
     for i in range(num_prompts):
-        shape, fg, bg = combos[i % len(combos)]
+        combo = combos[i % len(combos)]
         for j in range(seeds_per_prompt):
-            pairs.append((world.caption(shape, fg, bg), 1000 * j + i))
+            pairs.append((world.caption(*combo), 1000 * j + i))
     return pairs
 
 
@@ -85,17 +98,29 @@ def sample(
     return torch.cat(out).numpy()
 
 
-def score(images, prompts) -> dict:
-    """Fraction of images whose detected shape / fg / bg match the prompt, and all three."""
-    hits = {f: 0 for f in FIELDS + ("all",)}
+def score(images, prompts, fields=FIELDS) -> dict:
+    """Fraction of images whose detected fields (shape / fg / bg, and the v2 pattern) match
+    the prompt, and all of them."""
+    hits = {f: 0 for f in fields + ("all",)}
     for image, prompt in zip(images, prompts):
         d = detect(image)
-        truth = dict(zip(FIELDS, world.parse_caption(prompt)))
-        ok = [getattr(d, f) == truth[f] for f in FIELDS]
-        for f, o in zip(FIELDS, ok):
+        truth = dict(zip(FIELDS_V2, world.parse_caption_v2(prompt)))
+        ok = [getattr(d, f) == truth[f] for f in fields]
+        for f, o in zip(fields, ok):
             hits[f] += o
         hits["all"] += all(ok)
     return {f: hits[f] / len(prompts) for f in hits}
+
+
+def score_v2(images, prompts) -> dict:
+    """`score` with the pattern, over all prompts and over plain and patterned ones apart."""
+    plain = [i for i, p in enumerate(prompts) if world.parse_caption_v2(p)[3] == "plain"]
+    patterned = [i for i in range(len(prompts)) if i not in set(plain)]
+    out = {"all_prompts": score(images, prompts, FIELDS_V2)}
+    for name, idx in (("plain", plain), ("patterned", patterned)):
+        if idx:
+            out[name] = score(images[idx], [prompts[i] for i in idx], FIELDS_V2)
+    return out
 
 
 def vae_agreement(vae, num_images: int = 256, seed: int = 0) -> dict:
@@ -243,6 +268,7 @@ def main(argv=None) -> int:
         prog="python -m zeroshot.shapes.evaluate", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
+    parser.add_argument("--world", choices=("v1", "v2"), default="v1", help="held-out captions of this world")
     parser.add_argument(
         "--prompts", type=int, default=64, help="held-out prompts (>= 64)"
     )
@@ -268,23 +294,25 @@ def main(argv=None) -> int:
     record_path = args.model / "zeroshot.json"
     record = json.loads(record_path.read_text())
     guidances = args.guidance or [record["defaults"]["guidance_scale"]]
-    pairs = eval_prompts(args.prompts, args.seeds)
+    pairs = eval_prompts(args.prompts, args.seeds, args.world)
     prompts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
     results = {
-        "vae": vae_agreement(pipe.vae),
+        "vae": vae_agreement(pipe.vae) if args.world == "v1" else pattern_fidelity(pipe.vae),
         "prompts": len(set(prompts)),
         "images": len(prompts),
         "t2i": {},
     }
     log.info("VAE agreement on held-out images: %s", results["vae"])
-    best, best_images = None, None
+    best, best_images, best_score = None, None, -1.0
     for g in guidances:
         images = sample(
             pipe, prompts, seeds, guidance_scale=g, num_inference_steps=args.steps
         )
-        results["t2i"][str(g)] = acc = score(images, prompts)
+        results["t2i"][str(g)] = acc = score(images, prompts) if args.world == "v1" else score_v2(images, prompts)
         log.info("guidance %.2f: %s", g, acc)
-        if best is None or acc["all"] > results["t2i"][str(best)]["all"]:
+        overall = acc["all"] if args.world == "v1" else acc["all_prompts"]["all"]
+        if best is None or overall > best_score:
+            best_score = overall
             best, best_images = g, images
     results["best_guidance"] = best
     if args.sheet is not None:

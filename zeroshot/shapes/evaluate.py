@@ -60,7 +60,7 @@ def eval_prompts(
         plain = [sorted(c for c in world.HELD_OUT_V2 if c[3] == "plain")[i] for i in order.permutation(64)]
         patterned = sorted(c for c in world.HELD_OUT_V2 if c[3] != "plain")
         patterned = [patterned[i] for i in order.permutation(len(patterned))]
-        combos = [c for pair in zip(patterned, plain + patterned[len(plain):]) for c in pair]
+        combos = [c for i in range(len(patterned)) for c in (patterned[i], *plain[i : i + 1])]
     pairs = []
     for i in range(num_prompts):
         combo = combos[i % len(combos)]

@@ -283,7 +283,7 @@ def test_json_lines_survive_a_cut_line(tmp_path):
 
 @pytest.mark.slow
 def test_import_stays_cheap():
-    heavy = ("cv2", "moviepy", "ray", "imageio_ffmpeg", "PIL")
+    heavy = ("cv2", "kornia", "ray", "imageio_ffmpeg", "PIL")
     code = f"import sys, zeroshot.io; print(any(m in sys.modules for m in {heavy!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -215,6 +215,21 @@ def test_dilate_even_kernel_and_identity():
     m[0, 0, 4, 4] = True
     assert torch.equal(dilate_masks(m, 1), m)
     assert dilate_masks(m, 4).sum() == 16 and dilate_masks(m, 3).sum() == 9
+    assert dilate_masks(m, 4)[0, 0, 2:6, 2:6].all()  # an even square reaches further up and left
+
+
+@pytest.mark.parametrize("size", range(1, 9))
+def test_dilate_is_the_max_over_the_anchored_square(size):
+    """kornia's dilation equals the max over the window [i - (size-1)//2, i + size//2] in
+    each axis, cells outside the frame being background (a zero-padded max-pool)."""
+    g = torch.Generator().manual_seed(size)
+    masks = torch.rand(2, 3, 11, 13, generator=g) < 0.06
+    masks[0, 0] = False
+    masks[0, 1] = True
+    before, after = (size - 1) // 2, size // 2
+    padded = torch.nn.functional.pad(masks.reshape(6, 1, 11, 13).float(), (before, after, before, after))
+    expected = torch.nn.functional.max_pool2d(padded, size, stride=1).reshape(2, 3, 11, 13) > 0.5
+    assert torch.equal(dilate_masks(masks, size), expected)
 
 
 def test_subject_token_indices(parts):

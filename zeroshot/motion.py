@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from zeroshot.recipe import Motion, RecipeError
 
@@ -599,7 +600,7 @@ def warp(
         b, c, nf, lh, lw = latents.shape
         if nf != f:
             raise ValueError(f"latents have {nf} frames but flow_px has {f}")
-        x = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, lh, lw)  # (b f) c h w
+        x = rearrange(latents, "b c f h w -> (b f) c h w")
     elif latents.ndim == 4:
         n, c, lh, lw = latents.shape
         if n % f:
@@ -630,7 +631,7 @@ def warp(
     still = (flow_px == 0).flatten(1).all(dim=1).to(x.device).repeat(b)  # (b f,)
     out = torch.where(still[:, None, None, None], x.to(work), out).to(x.dtype)
     if video:
-        out = out.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)  # b c f h w
+        out = rearrange(out, "(b f) c h w -> b c f h w", b=b)
     return out
 
 

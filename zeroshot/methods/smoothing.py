@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from zeroshot.motion import MotionField, warp
 from zeroshot.recipe import RecipeError, Smoothing
@@ -113,8 +114,9 @@ class CrossAttentionStore:
         subject = probs[..., self.token_indices].sum(-1).float()  # (b f) heads n
         subject = subject.mean(1)  # (b f) n
         h, w = _layer_size(n, self.grid)
-        subject = F.interpolate(subject.view(per_call, 1, h, w), size=self.grid, mode="bilinear", align_corners=False)
-        subject = subject.view(self.num_videos, self.num_frames, *self.grid)  # b f h w
+        subject = rearrange(subject, "bf (h w) -> bf 1 h w", h=h)
+        subject = F.interpolate(subject, size=self.grid, mode="bilinear", align_corners=False)
+        subject = rearrange(subject, "(b f) 1 h w -> b f h w", b=self.num_videos)
         peak = subject.flatten(2).amax(-1).clamp_min(1e-12)[..., None, None]
         weighted = subject / peak * n  # each layer's map scaled to peak 1, weighted by its size
         self.total = weighted if self.total is None else self.total + weighted.to(self.total.device)
@@ -134,7 +136,7 @@ class CrossAttentionStore:
             return
         # one frame at a time: the peak is heads * n^2 values, not frames * heads * n^2
         probs = torch.stack([_attention_probs(attn, x, x).float().mean(1)[0] for x in hidden_states.split(1)])
-        probs = probs.view(self.num_videos, self.num_frames, h * w, h * w)  # b f n n
+        probs = rearrange(probs, "(b f) n m -> b f n m", b=self.num_videos)
         self.affinity = probs if self.affinity is None else self.affinity + probs.to(self.affinity.device)
         self.self_calls += 1
 
@@ -292,13 +294,19 @@ def otsu_thresholds(values: torch.Tensor, bins: int = 256) -> torch.Tensor:
 
 
 def dilate_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
-    """Binary dilation of `(b, f, h, w)` bool masks with a `size x size` square."""
+    """Binary dilation of `(b, f, h, w)` bool masks with a `size x size` square.
+
+    The square is anchored at its cell `size // 2` (kornia's default origin), so an even
+    square grows a mask one cell further up and left than down and right; cells outside
+    the frame count as background.
+    """
     if size <= 1:
         return masks
-    b, f, h, w = masks.shape
-    lo, hi = (size - 1) // 2, size // 2
-    x = F.pad(masks.reshape(b * f, 1, h, w).float(), (lo, hi, lo, hi))
-    return F.max_pool2d(x, size, stride=1).reshape(b, f, h, w) > 0.5
+    from kornia.morphology import dilation
+
+    frames = rearrange(masks.float(), "b f h w -> (b f) 1 h w")
+    grown = dilation(frames, torch.ones(size, size, device=masks.device))
+    return rearrange(grown > 0.5, "(b f) 1 h w -> b f h w", b=masks.shape[0])
 
 
 def foreground_masks(maps: torch.Tensor, *, dilate: int = 5) -> torch.Tensor:
@@ -311,12 +319,12 @@ def foreground_masks(maps: torch.Tensor, *, dilate: int = 5) -> torch.Tensor:
     if dilate < 0:
         raise ValueError(f"dilate must be >= 0, got {dilate}")
     b, f, h, w = maps.shape
-    flat = maps.reshape(b * f, h * w).float()
+    flat = rearrange(maps.float(), "b f h w -> (b f) (h w)")
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
     unit = (flat - lo) / (hi - lo).clamp_min(1e-12)
     masks = unit > otsu_thresholds(unit)[:, None]
     masks &= (hi - lo) > 1e-8
-    return dilate_masks(masks.reshape(b, f, h, w), dilate)
+    return dilate_masks(rearrange(masks, "(b f) (h w) -> b f h w", b=b, h=h), dilate)
 
 
 def load_mask_video(path: str | os.PathLike, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:

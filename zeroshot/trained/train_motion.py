@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange
 
 from zeroshot.trained.inflate import inflate, motion_parameters, new_motion_adapter
 
@@ -141,10 +142,9 @@ def encode_prompts(tokenizer: Any, text_encoder: Any, prompts: list[str]) -> tor
 @torch.no_grad()
 def encode_video(vae: Any, frames: torch.Tensor) -> torch.Tensor:
     """Latents (b, c, f, h, w) of videos (b, f, 3, H, W) in [0, 1] (posterior means, scaled)."""
-    b, f = frames.shape[:2]
-    x = frames.flatten(0, 1).to(vae.device, vae.dtype) * 2 - 1  # (b f) 3 H W
+    x = rearrange(frames, "b f c h w -> (b f) c h w").to(vae.device, vae.dtype) * 2 - 1
     z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
-    return z.unflatten(0, (b, f)).permute(0, 2, 1, 3, 4)  # b c f h w
+    return rearrange(z, "(b f) c h w -> b c f h w", b=frames.shape[0])
 
 
 def diffusion_loss(

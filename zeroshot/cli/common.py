@@ -73,11 +73,12 @@ def pair_arg(text: str) -> tuple[float, float]:
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """--model, --model-config, --allow-pickle, --lora, --device, --dtype."""
-    p.add_argument("--model", default=None, help="diffusers folder, .safetensors file or hub id (default: embedded)")
+    p.add_argument("--model", default=None, help="diffusers folder (sd, sdxl, animatediff, unet3d), embedded name (shapes, shapes-v2), "
+                   ".safetensors file or hub id (default: shapes)")
     p.add_argument("--model-config", default=None, help="local diffusers folder with configs for a single file")
     p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints")
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
-                   help="merge a zeroshot LoRA (.safetensors) into a copy of the UNet (repeatable)")
+                   help="merge a LoRA .safetensors (diffusers/PEFT, kohya or zeroshot layout) (repeatable)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None)
 

@@ -108,3 +108,31 @@ def test_given_latents_must_fit_the_recipe(tiny_model):
     recipe = Recipe(method="t2i", num_frames=1, height=32, width=32, num_inference_steps=2)
     with pytest.raises(RecipeError, match=r"latents must have shape \(1, 4, 1, 8, 8\)"):
         generate(tiny_model, "a red cat", recipe, latents=torch.zeros(1, 4, 2, 8, 8), progress=False)
+
+
+@pytest.mark.parametrize("mode,anchor", [("first", 0), ("first", 5), ("sparse-causal", 0)])
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_chunked_t2v_zero_equals_one_batch(tiny_model, mode, anchor, size):
+    from dataclasses import replace
+
+    from zeroshot.generate import generate
+    from zeroshot.recipe import Chunks, Motion
+
+    recipe = Recipe(method="t2v-zero", num_frames=7, height=32, width=32, num_inference_steps=4,
+                    guidance_scale=3.0, cross_frame=CrossFrame(mode=mode, anchor=anchor),
+                    motion=Motion(translate=(4.0, 0.0)))
+    whole = generate(tiny_model, "a red cat", recipe, num_videos=2, progress=False).frames
+    chunked = generate(tiny_model, "a red cat", replace(recipe, chunks=Chunks(size)), num_videos=2,
+                       progress=False).frames
+    assert (whole - chunked).abs().max() <= 1e-5
+    assert (whole[:, 1:] - whole[:, :1]).abs().max() > 1e-3
+
+
+def test_chunks_are_refused_where_they_would_change_the_video():
+    from zeroshot.families import FAMILY_CLASSES
+    from zeroshot.recipe import Chunks, validate
+
+    with pytest.raises(RecipeError, match="use windows"):
+        validate(Recipe(method="video", chunks=Chunks(4)), family=FAMILY_CLASSES["unet3d"])
+    with pytest.raises(RecipeError, match="chunks.size must be >= 2"):
+        validate(Recipe(method="t2i", chunks=Chunks(1)))

@@ -80,8 +80,8 @@ def cross_frame_attention(
     if not any(select(n) for n in unet.attn_processors):
         raise ValueError("cross_frame_attention: no self-attention layer selected")
 
-    def wrap(_name: str, proc):
-        return CrossFrameAttnProcessor(proc, state)
+    def wrap(name: str, proc):
+        return CrossFrameAttnProcessor(proc, state, name)
 
     with wrapped_processors(unet, select, wrap):
         yield state

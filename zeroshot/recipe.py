@@ -123,6 +123,14 @@ class Windows:
 
 
 @dataclass(frozen=True)
+class Chunks:
+    """Frames through the network `size` at a time, output identical to one batch
+    (zeroshot.techniques.chunks): memory that does not grow with the video's length."""
+
+    size: int = 8
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything about how a video is made, except model, prompt and seed."""
 
@@ -142,6 +150,7 @@ class Recipe:
     freeinit: FreeInit | None = None
     animatediff: AnimateDiff | None = None
     windows: Windows | None = None
+    chunks: Chunks | None = None
 
 
 LIBRARY_DEFAULTS: dict[str, Any] = {
@@ -561,6 +570,7 @@ __all__ = [
     "RecipeError",
     "Smoothing",
     "Windows",
+    "Chunks",
     "apply_override",
     "natural_method",
     "rebase",

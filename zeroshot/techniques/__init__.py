@@ -14,14 +14,14 @@ of every technique in `TECHNIQUES`, in order.
 
 from __future__ import annotations
 
-from zeroshot.techniques import animatediff, cross_frame, freeinit, noise, smoothing, t2v_zero, windows
+from zeroshot.techniques import animatediff, chunks, cross_frame, freeinit, noise, smoothing, t2v_zero, windows
 from zeroshot.techniques.run import Run
 
 #: Every technique, in the order they wire themselves in: the model first (animatediff),
-#: then wrappers of the model function (cross_frame inside windows, so each window sees its
-#: own frames), then samplers (t2v_zero with
+#: then wrappers of the model function (cross_frame innermost, then chunks, which feed it
+#: one chunk at a time, then windows, so each window sees its own frames), then samplers (t2v_zero with
 #: smoothing inside it), and FreeInit around whatever sampler results.
-TECHNIQUES = (noise, animatediff, cross_frame, windows, t2v_zero, smoothing, freeinit)
+TECHNIQUES = (noise, animatediff, cross_frame, chunks, windows, t2v_zero, smoothing, freeinit)
 
 
 def check_all(recipe, family) -> None:

@@ -51,6 +51,7 @@ def apply(run) -> None:
     state = run.stack.enter_context(
         cross_frame_attention(run.model.denoiser, run.recipe.num_frames, mode=cf.mode, anchor=cf.anchor, names=names)
     )
+    run.extras["frame_state"] = state
     inner = run.model_fn
 
     def model_fn(x, t, cond):

@@ -136,3 +136,66 @@ def test_chunks_are_refused_where_they_would_change_the_video():
         validate(Recipe(method="video", chunks=Chunks(4)), family=FAMILY_CLASSES["unet3d"])
     with pytest.raises(RecipeError, match="chunks.size must be >= 2"):
         validate(Recipe(method="t2i", chunks=Chunks(1)))
+
+
+def test_prompt_travel_weights_interpolate_and_hold():
+    from zeroshot.techniques.prompt_travel import weights
+
+    w = weights([0, 4, 6], 8)
+    assert torch.allclose(w.sum(1), torch.ones(8, dtype=w.dtype))
+    assert w[2].tolist() == [0.5, 0.5, 0.0] and w[5].tolist() == [0.0, 0.5, 0.5] and w[7].tolist() == [0, 0, 1]
+
+
+def test_prompt_travel_through_generate(tiny_model):
+    from dataclasses import replace
+
+    from zeroshot.generate import generate
+    from zeroshot.recipe import Chunks, Motion
+
+    base = Recipe(method="t2v-zero", num_frames=6, height=32, width=32, num_inference_steps=4, guidance_scale=3.0,
+                  cross_frame=CrossFrame(), motion=Motion(translate=(4.0, 0.0)))
+    plain = generate(tiny_model, "a red cat", base, progress=False).frames
+    same = generate(tiny_model, "a red cat", replace(base, prompt_at=("3:a red cat",)), progress=False).frames
+    assert (same - plain).abs().max() <= 1e-5  # travelling to the same prompt changes nothing
+    travel = replace(base, prompt_at=("3:a blue dog",))
+    moved = generate(tiny_model, "a red cat", travel, progress=False).frames
+    assert (moved[:, 0] - plain[:, 0]).abs().max() <= 1e-5  # frame 0 keeps its prompt
+    assert (moved[:, 3:] - plain[:, 3:]).abs().max() > 1e-3
+    chunked = generate(tiny_model, "a red cat", replace(travel, chunks=Chunks(4)), progress=False).frames
+    assert (chunked - moved).abs().max() <= 1e-5  # per-frame text is sliced with the chunks
+
+
+@pytest.mark.parametrize(
+    "entries,needle",
+    [(("9:a cat",), "outside the video"), (("2:a cat", "2:a dog"), "given twice"), (("x:a cat",), "FRAME:PROMPT")],
+)
+def test_prompt_travel_bad_entries_are_one_line(entries, needle):
+    from zeroshot.recipe import validate
+
+    with pytest.raises(RecipeError, match=needle):
+        validate(Recipe(method="t2i", num_frames=8, prompt_at=entries))
+
+
+def test_prompt_travel_refused_on_unet3d():
+    from zeroshot.families import FAMILY_CLASSES
+    from zeroshot.recipe import validate
+
+    with pytest.raises(RecipeError, match="one text per video"):
+        validate(Recipe(method="video", num_frames=8, prompt_at=("2:a cat",)), family=FAMILY_CLASSES["unet3d"])
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--prompt-at", "3:a purple circle on a blue background"], "purple"),
+        (["--prompt-at", "40:a red circle on a blue background"], "outside the video"),
+        (["--chunk", "1"], "chunks.size"),
+    ],
+)
+def test_cli_travel_and_chunk_flags_bad_input(tmp_path, capsys, flags, needle):
+    from zeroshot.cli import main
+
+    rc = main(["generate", "a red circle on a blue background", *flags, "--out", str(tmp_path / "o.mp4")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and needle in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())

@@ -64,7 +64,8 @@ def prepare_recipe(model, recipe: Recipe | str | None, prompt: str | None = None
     if prompt is not None and model.vocabulary:
         from zeroshot.tokenizer import unknown_words
 
-        unknown = unknown_words(prompt, model.vocabulary)
+        texts = [prompt, *(entry.partition(":")[2] for entry in recipe.prompt_at)]
+        unknown = list(dict.fromkeys(w for text in texts for w in unknown_words(text, model.vocabulary)))
         if unknown:
             raise RecipeError(
                 f"prompt words not in the model's vocabulary: {', '.join(unknown)} "
@@ -154,7 +155,7 @@ def generate(
         run = Run(model, recipe, prompt, stack, generator, callback=callback, renoise_noise=renoise_noise)
         apply_all(run)
         negative = [recipe.negative_prompt] * num_videos if recipe.guidance_scale > 1.0 else None
-        run.cond = run.model.encode([prompt] * num_videos, negative)
+        run.cond = run.encode([prompt] * num_videos, negative)
         if progress:
             from tqdm.auto import tqdm
 

@@ -131,6 +131,19 @@ class Chunks:
 
 
 @dataclass(frozen=True)
+class SVD:
+    """Stable Video Diffusion's own conditioning (`svd` models; zeroshot.families.svd), as its
+    pipeline takes it. The guidance rises linearly over the frames from `min_guidance_scale`
+    (first frame) to the recipe's `guidance_scale` (last frame)."""
+
+    fps: int = 7  # frame rate the video is conditioned on (the network sees fps - 1)
+    motion_bucket_id: int = 127  # more motion for higher values
+    noise_aug_strength: float = 0.02  # noise added to the input image before it is encoded
+    min_guidance_scale: float = 1.0  # guidance of the first frame
+    decode_chunk_size: int | None = None  # frames the temporal decoder sees at once; None: all
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything about how a video is made, except model, prompt and seed."""
 
@@ -151,6 +164,9 @@ class Recipe:
     animatediff: AnimateDiff | None = None
     windows: Windows | None = None
     chunks: Chunks | None = None
+    prompt_at: tuple[str, ...] = ()  # prompt travel: "FRAME:PROMPT" entries (techniques.prompt_travel)
+    image: str | None = None  # input image (path) of image-to-video models (svd)
+    svd: SVD | None = None  # svd models' conditioning; None: SVD()'s defaults
 
 
 LIBRARY_DEFAULTS: dict[str, Any] = {
@@ -569,6 +585,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "Smoothing",
+    "SVD",
     "Windows",
     "Chunks",
     "apply_override",

@@ -38,6 +38,9 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--smooth-bg", nargs="?", const=0.6, type=float_arg, metavar="STRENGTH",
                    help="Text2Video-Zero background smoothing (default strength 0.6)")
     p.add_argument("--noise", help="noise prior: iid, mixed, progressive, videofusion, freenoise")
+    p.add_argument("--prompt-at", action="append", default=[], metavar="FRAME:PROMPT",
+                   help="prompt travel: a prompt pinned to a frame (repeatable); text interpolated between")
+    p.add_argument("--chunk", type=int_arg, metavar="N", help="frames per UNet call (memory flat in length)")
     p.add_argument("--noise-alpha", type=float_arg)
     p.add_argument("--freeinit", type=int_arg, metavar="N", help="FreeInit iterations")
     p.add_argument("--motion-adapter", help="AnimateDiff MotionAdapter folder or file")
@@ -68,6 +71,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
         "eta": args.eta,
         "scheduler": args.scheduler,
         "noise.prior": args.noise,
+        "prompt_at": args.prompt_at or None,
+        "chunks.size": args.chunk,
         "noise.alpha": args.noise_alpha,
         "freeinit.iterations": args.freeinit,
         "smoothing.strength": args.smooth_bg,

@@ -156,8 +156,14 @@ def unet2d_forward(unet, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torc
 _REPEATED: dict = {}
 
 
-def _per_frame(embeds: torch.Tensor, f: int) -> torch.Tensor:
-    """`(B, L, D) -> ((B f), L, D)`, each video's embedding repeated for its frames (cached)."""
+def _per_frame(embeds: torch.Tensor, f: int, ndim: int = 3) -> torch.Tensor:
+    """`(B, L, D) -> ((B f), L, D)`, each video's embedding repeated for its frames (cached);
+    a per-frame tensor `(B, f, L, D)` (one more axis than a video's `ndim`, e.g. prompt
+    travel) is folded as it is."""
+    if embeds.ndim == ndim + 1:
+        if embeds.shape[1] != f:
+            raise ValueError(f"per-frame conditioning has {embeds.shape[1]} frames for a call of {f}")
+        return embeds.flatten(0, 1)
     if f == 1:
         return embeds
     key = (id(embeds), f)

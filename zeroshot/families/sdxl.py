@@ -73,7 +73,7 @@ class SDXL(SD):
         s = self.vae_scale_factor
         flat = x.permute(0, 2, 1, 3, 4).reshape(b * f, ch, h, w)  # (b f) c h w
         time_ids = torch.tensor([[h * s, w * s, 0, 0, h * s, w * s]], dtype=x.dtype, device=x.device)
-        added = {"text_embeds": _per_frame(c["text_embeds"], f), "time_ids": time_ids.expand(b * f, 6)}
+        added = {"text_embeds": _per_frame(c["text_embeds"], f, ndim=2), "time_ids": time_ids.expand(b * f, 6)}
         out = self.unet(
             flat, t, encoder_hidden_states=_per_frame(c["prompt_embeds"], f), added_cond_kwargs=added, return_dict=False
         )[0]

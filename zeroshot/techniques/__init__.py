@@ -14,14 +14,25 @@ of every technique in `TECHNIQUES`, in order.
 
 from __future__ import annotations
 
-from zeroshot.techniques import animatediff, chunks, cross_frame, freeinit, noise, smoothing, t2v_zero, windows
+from zeroshot.techniques import (
+    animatediff,
+    chunks,
+    cross_frame,
+    freeinit,
+    noise,
+    prompt_travel,
+    smoothing,
+    t2v_zero,
+    windows,
+)
 from zeroshot.techniques.run import Run
 
-#: Every technique, in the order they wire themselves in: the model first (animatediff),
+#: Every technique, in the order they wire themselves in: the model first (animatediff) and
+#: its conditioning (prompt_travel),
 #: then wrappers of the model function (cross_frame innermost, then chunks, which feed it
 #: one chunk at a time, then windows, so each window sees its own frames), then samplers (t2v_zero with
 #: smoothing inside it), and FreeInit around whatever sampler results.
-TECHNIQUES = (noise, animatediff, cross_frame, chunks, windows, t2v_zero, smoothing, freeinit)
+TECHNIQUES = (noise, animatediff, prompt_travel, cross_frame, chunks, windows, t2v_zero, smoothing, freeinit)
 
 
 def check_all(recipe, family) -> None:

@@ -45,6 +45,7 @@ def apply(run) -> None:
         adapter = load_motion_adapter(resolve_adapter_path(model, ad.adapter), device=model.device, dtype=model.dtype)
         run.model = AnimateDiff.from_image_model(model, adapter)
         run.reset_model_fn()
+        run.encode = run.model.encode
     motion_unet = run.model.unet
     max_len = run.model.max_frames
     length = max_len if ad.context_length is None else ad.context_length

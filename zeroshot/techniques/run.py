@@ -43,19 +43,28 @@ class Run:
     timesteps: torch.Tensor | None = None
     before_final: Callable | None = None
     scheduler: Any = None
+    encode: Callable | None = None
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.reset_model_fn()
         self.sample = self.plain_sample
+        self.encode = self.model.encode  # (prompts, negative) -> Cond; prompt travel replaces it
 
     def reset_model_fn(self) -> None:
         """The model's own guided model function (after a technique replaced the model)."""
         self.model_fn = self.model.model_fn(self.recipe.guidance_scale)
 
     def eps_fn(self) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-        """The model function bound to this run's conditioning, as `denoise` takes it."""
-        return lambda x, t: self.model_fn(x, t, self.cond)
+        """The model function bound to this run's conditioning, as `denoise` takes it; a pass
+        over the first frames only (T2V-Zero's frame 0) gets their part of per-frame conditioning."""
+
+        def fn(x, t):
+            f = x.shape[2]
+            cond = self.cond if not self.cond.frame_keys or f == self.recipe.num_frames else self.cond.frames(0, f)
+            return self.model_fn(x, t, cond)
+
+        return fn
 
     def new_scheduler(self, num_steps: int):
         """A fresh scheduler of the recipe's kind with `num_steps` timesteps; it becomes the

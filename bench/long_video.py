@@ -1,0 +1,80 @@
+"""Memory and time against video length: T2V-Zero with and without chunked frames.
+
+Each configuration runs in a fresh child process (one thread) and reports its peak
+resident memory (ru_maxrss) and wall time of one `generate()` call; ratios are against the
+16-frame run of the same configuration. Models: the embedded shapes model (its own
+defaults: 64 px, 25 steps) and the random `mid`-size SD-topology UNet (128 px, 10 steps,
+guidance 7.5).
+
+    python bench/long_video.py [--frames 16 64 256] [--chunk 8] [--models embedded mid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def child(model_name: str, frames: int, chunk: int) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from dataclasses import replace
+
+    from zeroshot import models
+    from zeroshot.generate import generate
+    from zeroshot.recipe import Chunks, get_method
+
+    recipe = replace(get_method("t2v-zero"), num_frames=frames)
+    if model_name == "embedded":
+        model, prompt = models.load(), "a red circle on a blue background"
+    else:
+        from zeroshot.testing import build_sd_folder
+
+        model = models.load(str(build_sd_folder(tempfile.mkdtemp(), "mid", seed=0)))
+        prompt = "a red cat running in the forest"
+        recipe = replace(recipe, height=128, width=128, num_inference_steps=10, guidance_scale=7.5)
+    if chunk:
+        recipe = replace(recipe, chunks=Chunks(chunk))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    generate(model, prompt, recipe, progress=False)
+    return {
+        "seconds": time.perf_counter() - start,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "before_mib": before / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
+    ap.add_argument("--chunk", type=int, default=8)
+    ap.add_argument("--models", nargs="+", default=["embedded", "mid"])
+    ap.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), int(args.child[2]))))
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    print(f"{'model':9s} {'chunk':>5s} {'frames':>6s} {'peak MiB':>9s} {'x 16f':>6s} {'s':>7s} {'s/frame':>8s}")
+    for name in args.models:
+        for chunk in (0, args.chunk):
+            base = None
+            for frames in args.frames:
+                cmd = [sys.executable, __file__, "--child", name, str(frames), str(chunk)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                base = base or r["peak_mib"]
+                print(f"{name:9s} {chunk or '-':>5} {frames:6d} {r['peak_mib']:9.1f} {r['peak_mib'] / base:6.2f} "
+                      f"{r['seconds']:7.1f} {r['seconds'] / frames:8.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ import torch
 
 from zeroshot import models, testing
 from zeroshot.families import FAMILY_CLASSES, SDXL, AnimateDiff, UNet3D
+from zeroshot.families.base import takes_image
 from zeroshot.generate import generate
 from zeroshot.recipe import CrossFrame, Motion, Recipe, RecipeError, apply_override, get_method
 
@@ -37,7 +38,22 @@ def _quiet(fn, *args, **kwargs):
 # --- the contract: every family through generate(), the CLI and zeroshot render ---------
 
 
+def _contract_recipes(family) -> list[Recipe]:
+    """Plain sampling, T2V-Zero (cross-frame attention alone where the family samples continuous
+    noise levels, which refuse motion dynamics), and a noise prior with context windows and
+    FreeInit (without FreeInit on continuous noise levels) on top."""
+    continuous = getattr(family, "continuous_timesteps", False)
+    prior = apply_override(get_method("pyoco-mixed"), "windows.length", 2)
+    return [
+        Recipe(method="t2i") if family.image_model else Recipe(method="video"),
+        Recipe(method="t2v-zero", cross_frame=CrossFrame(), motion=None if continuous else Motion(translate=(4.0, 0.0))),
+        prior if continuous else apply_override(prior, "freeinit.iterations", 2),
+    ]
+
+
 def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
+    from dataclasses import replace
+
     from zeroshot.cli import main
 
     name, folder = family_folder
@@ -47,29 +63,25 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
     assert spatial and all(n not in model.attention_layers("temporal") for n in spatial)
     assert bool(model.attention_layers("temporal")) == (not model.image_model)
     processors = dict(model.denoiser.attn_processors)
-    # plain sampling, t2v-zero, and a noise prior with FreeInit and context windows on top
-    for recipe in (
-        Recipe(**SMALL, method="t2i") if model.image_model else Recipe(**SMALL, method="video"),
-        Recipe(**SMALL, method="t2v-zero", cross_frame=CrossFrame(), motion=Motion(translate=(4.0, 0.0))),
-        apply_override(apply_override(get_method("pyoco-mixed"), "freeinit.iterations", 2), "windows.length", 2),
-    ):
-        from dataclasses import replace
-
-        recipe = replace(recipe, **SMALL)
+    image = str(testing.write_test_image(tmp_path / "input.png")) if takes_image(type(model)) else None
+    for recipe in _contract_recipes(type(model)):
+        recipe = replace(recipe, **SMALL, image=image)
         out = generate(model, "a red cat", recipe, progress=False, num_videos=2)
         assert out.frames.shape == (2, 4, 3, 32, 32)
         assert torch.isfinite(out.frames).all() and out.frames.std() > 0
         assert dict(model.denoiser.attn_processors) == processors  # hooks restored
     video = tmp_path / "clip.mp4"
     args = ["--height", "32", "--width", "32", "--steps", "2", "--frames", "4", "--quiet"]
+    args += ["--image", image] if image else []
     assert main(["generate", "a red cat", "--model", str(folder), "--out", str(video), *args]) == 0
     record = json.loads(video.with_suffix(".json").read_text())
-    natural = {"sd": "t2v-zero", "sdxl": "t2v-zero", "animatediff": "animatediff", "unet3d": "video"}[name]
-    assert record["recipe"]["method"] == natural
+    natural = {"sd": "t2v-zero", "sdxl": "t2v-zero", "animatediff": "animatediff", "unet3d": "video", "svd": "video"}
+    assert record["recipe"]["method"] == natural[name]
     preset = tmp_path / "p.toml"
     preset.write_text(
-        f'method = "{natural}"\nnum_frames = 4\nheight = 32\nwidth = 32\nnum_inference_steps = 2\n'
-        '[[jobs]]\nprompts = ["a red cat"]\nseeds = [0]\n'
+        f'method = "{natural[name]}"\nnum_frames = 4\nheight = 32\nwidth = 32\nnum_inference_steps = 2\n'
+        + (f"image = {json.dumps(image)}\n" if image else "")
+        + '[[jobs]]\nprompts = ["a red cat"]\nseeds = [0]\n'
     )
     assert main(["render", str(preset), "--model", str(folder), "--out", str(tmp_path / "r")]) == 0
     assert len(list((tmp_path / "r").glob("*.mp4"))) == 1
@@ -199,6 +211,9 @@ def test_cross_frame_on_unet3d_wraps_only_spatial_layers(folders):
                                animatediff=__import__("zeroshot.recipe").recipe.AnimateDiff(adapter="x.safetensors")),
          "its own motion modules"),
         ("sd", Recipe(method="video"), "image models"),
+        ("svd", Recipe(method="t2v-zero", motion=Motion()), "continuous noise levels"),
+        ("svd", Recipe(method="video", freeinit=__import__("zeroshot.recipe").recipe.FreeInit()),
+         "continuous noise levels"),
     ],
 )
 def test_techniques_a_family_cannot_take_are_refused_in_one_line(family, recipe, needle):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from zeroshot import noise as noise_priors
-from zeroshot.families import VideoModel, from_pipeline
+from zeroshot.families import VideoModel, family_recipe, from_pipeline, inputs_for
 from zeroshot.recipe import Recipe, RecipeError, get_method, natural_method, resolve, validate
 from zeroshot.techniques import Run, apply_all, freeinit, t2v_zero
 
@@ -49,7 +49,9 @@ def prepare_recipe(model, recipe: Recipe | str | None, prompt: str | None = None
     """Resolve a recipe against the model's defaults and check it (and the prompt's words).
 
     `model`: a loaded model or a `zeroshot.models.ModelCard` (checks before any weights load).
-    `recipe=None` is the model's natural method (`recipe.natural_method`).
+    `recipe=None` is the model's natural method (`recipe.natural_method`). The family's own
+    recommendations (`recommended`) come under the model's; its parts are filled and its
+    inputs checked (`families.family_recipe`).
     """
     from zeroshot.families import SD
 
@@ -58,8 +60,10 @@ def prepare_recipe(model, recipe: Recipe | str | None, prompt: str | None = None
         recipe = natural_method(family)
     if isinstance(recipe, str):
         recipe = get_method(recipe)
-    recipe = resolve(recipe, model.defaults)
+    recipe = resolve(recipe, {**getattr(family, "recommended", {}), **model.defaults})
     validate(recipe, vae_scale_factor=model.vae_scale_factor, family=family)
+    if family_of(model) is not None:
+        recipe = family_recipe(family, recipe)
     check_inputs(model, recipe)
     if prompt is not None and model.vocabulary:
         from zeroshot.tokenizer import unknown_words
@@ -76,8 +80,12 @@ def prepare_recipe(model, recipe: Recipe | str | None, prompt: str | None = None
 
 def check_inputs(model, recipe: Recipe) -> None:
     """Fail before any model work when a file the recipe names is missing or malformed:
-    the motion field's source (path file, trajectories, reference video), the mask video
-    and the motion adapter. (Their contents are read where they are used.)"""
+    the input image (read), the motion field's source (path file, trajectories, reference
+    video), the mask video and the motion adapter. (Their contents are read where they are used.)"""
+    if recipe.image is not None:
+        from zeroshot.families.base import open_image
+
+        open_image(recipe.image)
     if recipe.motion is not None:
         from zeroshot.motion import field_from_recipe
 
@@ -155,7 +163,8 @@ def generate(
         run = Run(model, recipe, prompt, stack, generator, callback=callback, renoise_noise=renoise_noise)
         apply_all(run)
         negative = [recipe.negative_prompt] * num_videos if recipe.guidance_scale > 1.0 else None
-        run.cond = run.encode([prompt] * num_videos, negative)
+        extra = inputs_for(run.encode, image=recipe.image, recipe=recipe, generator=generator)
+        run.cond = run.encode([prompt] * num_videos, negative, **extra)
         if progress:
             from tqdm.auto import tqdm
 
@@ -163,7 +172,7 @@ def generate(
             run.progress = stack.enter_context(tqdm(total=denoising_steps(recipe), desc=label, leave=False))
         x0 = run.sample(latents.to(**draw), recipe.num_inference_steps)
     return VideoResult(
-        frames=run.model.decode(x0),
+        frames=run.model.decode(x0, **inputs_for(run.model.decode, recipe=recipe)),
         latents=x0.float().cpu(),
         recipe=recipe,
         prompt=prompt,

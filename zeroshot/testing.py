@@ -290,3 +290,89 @@ FAMILY_FOLDERS = {
     "animatediff": build_animatediff_folder,
     "unet3d": build_unet3d_folder,
 }
+
+
+def build_svd_folder(directory, *, seed: int = 0) -> Path:
+    """A tiny random Stable Video Diffusion folder (`StableVideoDiffusionPipeline` layout):
+    `UNetSpatioTemporalConditionModel`, temporal-decoder VAE (factor 4), a CLIP vision
+    encoder on 224 px (32 px patches) and SVD's continuous-sigma Euler scheduler; 32 px."""
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    def modules():
+        unet = UNetSpatioTemporalConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=8,
+            in_channels=8,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+            cross_attention_dim=32,
+            num_attention_heads=(2, 4),
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=3 * 8,
+        )
+        vae = AutoencoderKLTemporalDecoder(
+            block_out_channels=(32, 32, 32),
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            latent_channels=4,
+            sample_size=32,
+        )
+        encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=32,
+                projection_dim=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=37,
+                image_size=224,
+                patch_size=32,
+            )
+        )
+        return unet.eval(), vae.eval(), encoder.eval()
+
+    unet, vae, image_encoder = _seeded(seed, modules)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        interpolation_type="linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
+    )
+    feature_extractor = CLIPImageProcessor(crop_size=224, size=224)
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
+    )
+    directory = Path(directory)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+def write_test_image(path, *, size=(40, 48), seed: int = 0) -> Path:
+    """A small RGB PNG of smooth random colours (the input image of image-to-video tests)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    a, b, c = rng.uniform(0.5, 3.0, size=3)
+    image = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y), np.sin(c * (x + y))], axis=-1)
+    Image.fromarray(((image + 1) * 127.5).astype(np.uint8)).save(path)
+    return Path(path)
+
+
+FAMILY_FOLDERS["svd"] = build_svd_folder  # image-to-video: its runs need an input image (write_test_image)

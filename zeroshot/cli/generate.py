@@ -19,6 +19,7 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--method", default=None,
                    help="a method from `zeroshot methods` (default: the model's natural one, t2v-zero for image models)")
     add_model_flags(p)
+    p.add_argument("--image", metavar="PATH", help="input image of image-to-video models (svd)")
     p.add_argument("--frames", type=int_arg, dest="num_frames")
     p.add_argument("--steps", type=int_arg, dest="num_inference_steps")
     p.add_argument("--guidance", type=float_arg, dest="guidance_scale")
@@ -62,6 +63,7 @@ def add_methods_parser(subparsers) -> argparse.ArgumentParser:
 def _flag_overrides(args: argparse.Namespace) -> dict:
     """Recipe key -> value of every generate flag (None where the flag was not given)."""
     return {
+        "image": args.image,
         "num_frames": args.num_frames,
         "num_inference_steps": args.num_inference_steps,
         "guidance_scale": args.guidance_scale,

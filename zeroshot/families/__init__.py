@@ -8,13 +8,14 @@ class like `sd.SD` and one line here; see docs/families.md.
 from __future__ import annotations
 
 from zeroshot.families.animatediff import AnimateDiff
-from zeroshot.families.base import ATTENTION_KINDS, Cond, ModelFn, VideoModel, guided
+from zeroshot.families.base import ATTENTION_KINDS, Cond, ModelFn, VideoModel, family_recipe, guided, inputs_for
 from zeroshot.families.sd import SD
 from zeroshot.families.sdxl import SDXL
+from zeroshot.families.svd import SVD
 from zeroshot.families.unet3d import UNet3D
 
 #: Every family, by name.
-FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D)}
+FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD)}
 #: diffusers pipeline class name -> family class.
 FAMILIES: dict[str, type] = {name: cls for cls in FAMILY_CLASSES.values() for name in cls.pipelines}
 
@@ -45,10 +46,13 @@ __all__ = [
     "ModelFn",
     "SD",
     "SDXL",
+    "SVD",
     "UNet3D",
     "UnsupportedFamily",
     "VideoModel",
     "family_for",
+    "family_recipe",
     "from_pipeline",
     "guided",
+    "inputs_for",
 ]

@@ -8,11 +8,15 @@ Techniques (`zeroshot.techniques`) ask these questions and never guess from laye
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
+
+from zeroshot.recipe import RecipeError
 
 #: The kinds of attention layer a family names (`VideoModel.attention_layers`).
 ATTENTION_KINDS = ("spatial_self", "cross", "temporal")
@@ -27,11 +31,15 @@ class Cond:
     frame_keys: names whose tensors have a frame axis on dim 1 (`(b, f, ...)`, e.g. image
     latents or control maps); `frames(s, e)` slices them, so context windows and chunks can
     run the model on part of the video.
+    guidance: per-frame guidance scales `(f,)` that replace the model function's scalar
+    scale (`guided`), for families whose guidance varies over the frames (SVD); sliced by
+    `frames(s, e)` like the frame-wise tensors.
     """
 
     positive: dict[str, torch.Tensor]
     negative: dict[str, torch.Tensor] | None = None
     frame_keys: tuple[str, ...] = ()
+    guidance: torch.Tensor | None = None
     _batched: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -40,15 +48,16 @@ class Cond:
 
     def frames(self, start: int, end: int) -> Cond:
         """The conditioning of frames [start, end) (tensors without a frame axis are shared)."""
-        if not self.frame_keys:
+        if not self.frame_keys and self.guidance is None:
             return self
 
         def cut(d: dict | None) -> dict | None:
-            if d is None:
-                return None
+            if d is None or not self.frame_keys:
+                return d
             return {k: (v[:, start:end] if k in self.frame_keys else v) for k, v in d.items()}
 
-        return Cond(cut(self.positive), cut(self.negative), self.frame_keys)
+        guidance = None if self.guidance is None else self.guidance[start:end]
+        return Cond(cut(self.positive), cut(self.negative), self.frame_keys, guidance)
 
     def batched(self) -> dict[str, torch.Tensor]:
         """[negative videos, positive videos] concatenated on dim 0 (computed once)."""
@@ -66,11 +75,13 @@ ModelFn = Callable[[torch.Tensor, Any, Cond], torch.Tensor]
 Forward = Callable[[torch.Tensor, Any, dict[str, torch.Tensor]], torch.Tensor]
 
 
-def guided(forward: Forward, guidance_scale: float) -> ModelFn:
+def guided(forward: Forward, guidance_scale: float | torch.Tensor) -> ModelFn:
     """Classifier-free guidance (Ho & Salimans 2022) around a family's network call.
 
     With a negative conditioning the network sees one batch [negative, positive] and the
-    result is `neg + guidance_scale * (pos - neg)`; without one, the positive call only.
+    result is `neg + scale * (pos - neg)`; without one, the positive call only. The scale
+    is `guidance_scale`, a number or one per frame `(f,)`, unless the conditioning carries
+    its own per-frame scales (`Cond.guidance`, sliced with the frames it conditions).
     """
 
     def model_fn(x: torch.Tensor, t: Any, cond: Cond) -> torch.Tensor:
@@ -78,7 +89,12 @@ def guided(forward: Forward, guidance_scale: float) -> ModelFn:
             return forward(x, t, cond.positive)
         out = forward(torch.cat([x, x]), t, cond.batched())
         neg, pos = out.chunk(2)
-        return neg + guidance_scale * (pos - neg)
+        scale = guidance_scale if cond.guidance is None else cond.guidance
+        if isinstance(scale, torch.Tensor):
+            if scale.shape != (x.shape[2],):
+                raise ValueError(f"per-frame guidance has {tuple(scale.shape)} scales for {x.shape[2]} frames")
+            scale = scale.to(device=out.device, dtype=out.dtype)[None, None, :, None, None]  # 1 1 f 1 1
+        return neg + scale * (pos - neg)
 
     return model_fn
 
@@ -103,7 +119,83 @@ class VideoModel(Protocol):
     def denoiser(self) -> torch.nn.Module: ...  # the module attention hooks go on
 
     def latent_shape(self, num_videos: int, num_frames: int, height: int, width: int) -> tuple[int, ...]: ...
+    # A family may also name any of `INPUTS` as keyword arguments of encode and decode
+    # (`encode(prompts, negative, *, image=None, recipe=None, generator=None)`): `generate()`
+    # gives each one what its signature names (`inputs_for`).
     def encode(self, prompts: list[str], negative: list[str] | None) -> Cond: ...
     def model_fn(self, guidance_scale: float) -> ModelFn: ...
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
     def attention_layers(self, kind: str) -> list[str]: ...
+
+
+#: What `generate()` offers a family's `encode` and `decode` beyond prompts and latents:
+#: the input image (a path), the resolved recipe (a family's own settings, e.g. `recipe.svd`)
+#: and the run's generator (noise a family draws while encoding, e.g. SVD's noise
+#: augmentation of the image).
+INPUTS = ("image", "recipe", "generator")
+#: Recipe parts that configure one family only, each named after its family.
+FAMILY_PARTS = ("svd",)
+
+
+@functools.lru_cache(maxsize=None)
+def _keywords(fn) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
+def inputs_for(fn: Callable, **available: Any) -> dict[str, Any]:
+    """The entries of `available` (of `INPUTS`) that `fn` names as parameters."""
+    names = _keywords(getattr(fn, "__func__", fn))
+    return {k: v for k, v in available.items() if k in names}
+
+
+def takes_image(family) -> bool:
+    """Whether a family class conditions on an input image (its `encode` names `image`)."""
+    return "image" in _keywords(family.encode)
+
+
+def family_recipe(family, recipe):
+    """The resolved recipe as `family` (a family class) runs it: its own recipe part filled
+    in and checked (`family.prepare_recipe`, when it has one), and the inputs it cannot take
+    refused in one line (RecipeError): an image for a text-only family, another family's part."""
+    if recipe.image is not None and not takes_image(family):
+        raise RecipeError(
+            f"image: {family.family} models generate from text; an input image needs an image-to-video model (svd)"
+        )
+    for part in FAMILY_PARTS:
+        if getattr(recipe, part) is not None and family.family != part:
+            raise RecipeError(f"{part}: settings of {part} models; this is a {family.family} model")
+    prepare = getattr(family, "prepare_recipe", None)
+    return prepare(recipe) if prepare is not None else recipe
+
+
+def open_image(path: str):
+    """The image at `path` as an RGB `PIL.Image`; RecipeError (one line) when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise RecipeError(f"image: {path!r} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeError(f"image: {path!r} is not a readable image ({reason})") from None
+
+
+__all__ = [
+    "ATTENTION_KINDS",
+    "Cond",
+    "FAMILY_PARTS",
+    "INPUTS",
+    "ModelFn",
+    "VideoModel",
+    "family_recipe",
+    "guided",
+    "inputs_for",
+    "open_image",
+    "takes_image",
+]

@@ -12,6 +12,11 @@ def check(recipe, family) -> None:
         return
     from zeroshot.methods.freeinit import FILTERS
 
+    if getattr(family, "continuous_timesteps", False):
+        raise RecipeError(
+            f"freeinit: {family.family} models sample continuous noise levels; its re-noising needs "
+            "a discrete schedule with alphas_cumprod"
+        )
     if fi.iterations < 1:
         raise RecipeError(f"freeinit.iterations must be >= 1, got {fi.iterations}")
     if fi.filter not in FILTERS:

@@ -16,6 +16,11 @@ def check(recipe, family) -> None:
     m = recipe.motion
     if m is None:
         return
+    if getattr(family, "continuous_timesteps", False):
+        raise RecipeError(
+            f"motion (t2v-zero): {family.family} models sample continuous noise levels; its re-noising needs "
+            "a discrete schedule with alphas_cumprod"
+        )
     if m.mode is not None and m.mode not in WARP_MODES:
         raise RecipeError(f"motion.mode must be one of {', '.join(WARP_MODES)}, got {m.mode!r}")
     if m.padding is not None and m.padding not in PADDINGS:

@@ -90,19 +90,6 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
 # --- parity with each family's diffusers pipeline ---------------------------------------
 
 
-def _t2v_zero_inputs(num_frames, c, h, w, seed):
-    from diffusers.utils.torch_utils import randn_tensor
-
-    gen = torch.Generator().manual_seed(seed)
-    first = randn_tensor((1, c, h, w), generator=gen)
-    eps = randn_tensor((num_frames - 1, c, h, w), generator=gen)
-    latents = torch.zeros(1, c, num_frames, h, w)
-    latents[:, :, 0] = first[0]
-    renoise_noise = torch.zeros(1, c, num_frames, h, w)
-    renoise_noise[0, :, 1:] = eps.permute(1, 0, 2, 3)
-    return latents, renoise_noise
-
-
 def test_sdxl_t2v_zero_matches_diffusers(folders):
     from diffusers import TextToVideoZeroSDXLPipeline
 
@@ -139,7 +126,7 @@ def test_sdxl_t2v_zero_matches_diffusers(folders):
         t1=17,
         output_type="np",
     ).images
-    latents, renoise_noise = _t2v_zero_inputs(f, 4, h, h, 3)
+    latents, renoise_noise = testing.t2v_zero_reference_noise(f, 4, h, h, 3)
     px = -delta * size / 512
     recipe = Recipe(
         method="t2v-zero", num_frames=f, height=size, width=size, num_inference_steps=steps,

@@ -8,6 +8,7 @@ import torch
 from zeroshot import models
 from zeroshot.generate import generate
 from zeroshot.recipe import CrossFrame, Motion, Recipe
+from zeroshot.testing import t2v_zero_reference_noise
 
 
 def _reference_pipeline(path):
@@ -44,11 +45,6 @@ def test_matches_diffusers_text_to_video_zero(tiny_sd, num_frames, steps, guidan
     delta = 512 / w  # one latent pixel per frame, in the reference's 512-px units
     t0, t1 = (44, 47) if steps == 50 else (15, 17)
 
-    gen = torch.Generator().manual_seed(7)
-    from diffusers.utils.torch_utils import randn_tensor
-
-    first = randn_tensor((1, c, h, w), generator=gen)
-    eps = randn_tensor((num_frames - 1, c, h, w), generator=gen)
     theirs = pipe(
         "a red cat",
         video_length=num_frames,
@@ -64,10 +60,7 @@ def test_matches_diffusers_text_to_video_zero(tiny_sd, num_frames, steps, guidan
         output_type="np",
     ).images  # f H W 3
 
-    latents = torch.zeros(1, c, num_frames, h, w)
-    latents[:, :, 0] = first[0]
-    renoise_noise = torch.zeros(1, c, num_frames, h, w)
-    renoise_noise[0, :, 1:] = eps.permute(1, 0, 2, 3)
+    latents, renoise_noise = t2v_zero_reference_noise(num_frames, c, h, w, 7)
     # Reference: positive strength moves content up-left in 512-px units -> ours: negative px.
     px = -delta * size / 512
     recipe = Recipe(

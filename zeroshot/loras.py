@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from zeroshot.trained.lora import METADATA_KEY, personalised_model
+from zeroshot.trained.lora import METADATA_KEY, lora_file_metadata, personalised_model
 
 #: Families whose diffusers pipelines carry the LoRA loaders used here.
 LORA_FAMILIES = ("sd", "sdxl", "animatediff")
@@ -47,18 +47,13 @@ class LoraError(ValueError):
 
 def file_format(path: str | Path) -> str:
     """"zeroshot" for our own files, "diffusers" for every other readable `.safetensors` LoRA."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise LoraError(f"LoRA file not found: {path}")
-    if path.suffix != ".safetensors":
+    if path.is_file() and path.suffix != ".safetensors":
         raise LoraError(f"{path}: LoRA files must be .safetensors")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except SafetensorError as exc:
-        raise LoraError(f"{path}: not a readable .safetensors file ({exc})") from None
+        meta = lora_file_metadata(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise LoraError(str(exc)) from None
     return "zeroshot" if METADATA_KEY in meta else "diffusers"
 
 

@@ -376,3 +376,20 @@ def write_test_image(path, *, size=(40, 48), seed: int = 0) -> Path:
 
 
 FAMILY_FOLDERS["svd"] = build_svd_folder  # image-to-video: its runs need an input image (write_test_image)
+
+
+def t2v_zero_reference_noise(num_frames: int, channels: int, height: int, width: int, seed: int):
+    """(latents, renoise_noise) `(1, c, f, h, w)` holding the draws diffusers' Text2Video-Zero
+    pipelines make from `torch.Generator().manual_seed(seed)`: frame 0's initial noise, then
+    the re-noising noise of frames 1..f-1 (zeros elsewhere), for parity tests."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    gen = torch.Generator().manual_seed(seed)
+    first = randn_tensor((1, channels, height, width), generator=gen)
+    eps = randn_tensor((num_frames - 1, channels, height, width), generator=gen)
+    latents = torch.zeros(1, channels, num_frames, height, width)
+    latents[:, :, 0] = first[0]
+    renoise_noise = torch.zeros(1, channels, num_frames, height, width)
+    renoise_noise[0, :, 1:] = eps.permute(1, 0, 2, 3)
+    return latents, renoise_noise

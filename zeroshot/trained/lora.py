@@ -138,18 +138,24 @@ def save_lora(wrapped: dict[str, LoRALayer], path: str | Path, *, extra: dict | 
     return path
 
 
-def load_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, {"rank", "alpha", ...extra}) of a file written by `save_lora`."""
+def lora_file_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a LoRA `.safetensors` file; FileNotFoundError / ValueError in one line."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"LoRA file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except SafetensorError as exc:
         raise ValueError(f"{path}: not a readable .safetensors file ({exc})") from None
+
+
+def load_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, {"rank", "alpha", ...extra}) of a file written by `save_lora`."""
+    from safetensors.torch import load_file
+
+    meta = lora_file_metadata(path)
     if METADATA_KEY not in meta:
         raise ValueError(f"{path}: not a zeroshot LoRA file (no {METADATA_KEY} metadata)")
     return load_file(str(path)), json.loads(meta[METADATA_KEY])

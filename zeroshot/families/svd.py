@@ -14,6 +14,7 @@ The text prompt conditions nothing (it names the output).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -197,7 +198,8 @@ class SVD:
         pixels = pixels.to(self.device)  # 1 3 H W in [-1, 1]
         noise = randn_tensor(pixels.shape, generator=generator, device=self.device, dtype=pixels.dtype)
         pixels = pixels + settings.noise_aug_strength * noise
-        latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode().to(self.dtype)  # 1 c h w
+        with _upcast(self.vae) as dtype:
+            latents = self.vae.encode(pixels.to(dtype)).latent_dist.mode().to(self.dtype)  # 1 c h w
         time_ids = torch.tensor(
             [[settings.fps - 1, settings.motion_bucket_id, settings.noise_aug_strength]], dtype=self.dtype, device=self.device
         )
@@ -255,3 +257,18 @@ class SVD:
         if kind == "temporal":
             return temporal
         raise ValueError(f"attention kind must be spatial_self, cross or temporal, got {kind!r}")
+
+
+@contextlib.contextmanager
+def _upcast(vae):
+    """The VAE in float32 for the block when it is float16 and asks for it (`force_upcast`, as
+    the pipeline encodes the image); the dtype to feed it. Restored on leaving."""
+    dtype = vae.dtype
+    if dtype != torch.float16 or not vae.config.get("force_upcast", False):
+        yield dtype
+        return
+    vae.to(dtype=torch.float32)
+    try:
+        yield torch.float32
+    finally:
+        vae.to(dtype=dtype)

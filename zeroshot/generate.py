@@ -157,10 +157,8 @@ def generate(
             raise RecipeError(f"{name} must have shape {tuple(shape)} for this recipe and model, got {tuple(given.shape)}")
     if latents is None:
         latents = noise_priors.sample(recipe.noise, shape, generator, **draw)
-    if recipe.motion is not None and renoise_noise is None:
-        renoise_noise = noise_priors.sample(recipe.noise, shape, generator, **draw)
     with contextlib.ExitStack() as stack:
-        run = Run(model, recipe, prompt, stack, generator, callback=callback, renoise_noise=renoise_noise)
+        run = Run(model, recipe, prompt, stack, generator, shape=shape, callback=callback, renoise_noise=renoise_noise)
         apply_all(run)
         negative = [recipe.negative_prompt] * num_videos if recipe.guidance_scale > 1.0 else None
         extra = inputs_for(run.encode, image=recipe.image, recipe=recipe, generator=generator)

@@ -24,6 +24,7 @@ class Run:
     model_fn: `(x, t, cond) -> prediction`, guided; techniques wrap it;
     sample: `(latents, num_steps) -> x0`; plain denoising unless a technique swaps it;
     stack: scoped hooks are entered here and undone when `generate()` leaves;
+    renoise_noise: T2V-Zero's re-noising noise (drawn by its technique unless given);
     timesteps: the schedule of the pass that is running (for step-gated hooks);
     before_final: `fn(denoise_rest) -> (x_T -> x_T)` for T2V-Zero's last pass (smoothing).
     """
@@ -33,6 +34,7 @@ class Run:
     prompt: str
     stack: contextlib.ExitStack
     generator: torch.Generator
+    shape: tuple[int, ...] = ()  # the latents' (b, c, f, h, w)
     noise_fn: Callable | None = None
     callback: Callable | None = None
     progress: Any = None

@@ -14,12 +14,17 @@ from zeroshot.sampling import SCHEDULER_CLASSES, make_scheduler
 
 def check(recipe, family) -> None:
     m = recipe.motion
-    if m is None:
+    if m is None or not m.dynamics:  # without dynamics the request only drives flow-warped noise
         return
     if getattr(family, "continuous_timesteps", False):
         raise RecipeError(
             f"motion (t2v-zero): {family.family} models sample continuous noise levels; its re-noising needs "
             "a discrete schedule with alphas_cumprod"
+        )
+    if getattr(family, "temporal_compression", 1) > 1:
+        raise RecipeError(
+            f"motion (t2v-zero): {family.family} latents compress time ({family.temporal_compression} frames per "
+            "latent frame); the warp needs one latent frame per video frame"
         )
     if m.mode is not None and m.mode not in WARP_MODES:
         raise RecipeError(f"motion.mode must be one of {', '.join(WARP_MODES)}, got {m.mode!r}")
@@ -70,12 +75,17 @@ def warp_steps(recipe, num_steps: int) -> tuple[int, int]:
 
 def apply(run) -> None:
     recipe = run.recipe
-    if recipe.motion is None:
+    if recipe.motion is None or not recipe.motion.dynamics:
         return
     from zeroshot.methods import t2v_zero
 
     check_scheduler(make_scheduler(recipe.scheduler, run.model.scheduler))
     warp = warp_fn(recipe, recipe.height, recipe.width)
+    if run.renoise_noise is None:  # drawn right after the initial noise, from the same prior
+        from zeroshot import noise as priors
+
+        m = run.model
+        run.renoise_noise = priors.sample(recipe.noise, run.shape, run.generator, device=m.device, dtype=m.dtype)
 
     def sample(latents: torch.Tensor, num_steps: int) -> torch.Tensor:
         scheduler = run.new_scheduler(num_steps)
@@ -101,7 +111,7 @@ def apply(run) -> None:
 
 def unet_calls(recipe, num_steps: int) -> int:
     """Network calls of one pass of `num_steps` steps (the progress bar's share)."""
-    if recipe.motion is None:
+    if recipe.motion is None or not recipe.motion.dynamics:
         return num_steps
     t0, t1 = warp_steps(recipe, num_steps)
     i_T, i_Tp = num_steps - t1 - 1, num_steps - t0 - 1

@@ -38,17 +38,25 @@ def _quiet(fn, *args, **kwargs):
 # --- the contract: every family through generate(), the CLI and zeroshot render ---------
 
 
+#: Frames of the contract's videos where the family cannot make 4 (cogvideox: 1, 8k or 8k + 1).
+FRAMES = {"cogvideox": 8}
+
+
 def _contract_recipes(family) -> list[Recipe]:
-    """Plain sampling, T2V-Zero (cross-frame attention alone where the family samples continuous
-    noise levels, which refuse motion dynamics), and a noise prior with context windows and
-    FreeInit (without FreeInit on continuous noise levels) on top."""
-    continuous = getattr(family, "continuous_timesteps", False)
+    """Plain sampling; T2V-Zero's parts that the family takes (cross-frame attention where frames
+    have their own self-attention, motion dynamics on discrete schedules without time
+    compression); a noise prior with context windows, and FreeInit where the schedule allows."""
+    discrete = not getattr(family, "continuous_timesteps", False)
+    frame_attention = getattr(family, "frame_attention", True)
+    motion = discrete and getattr(family, "temporal_compression", 1) == 1
+    recipes = [Recipe(method="t2i") if family.image_model else Recipe(method="video")]
+    if frame_attention or motion:
+        recipes.append(Recipe(method="t2v-zero", cross_frame=CrossFrame() if frame_attention else None,
+                              motion=Motion(translate=(4.0, 0.0)) if motion else None))
     prior = apply_override(get_method("pyoco-mixed"), "windows.length", 2)
-    return [
-        Recipe(method="t2i") if family.image_model else Recipe(method="video"),
-        Recipe(method="t2v-zero", cross_frame=CrossFrame(), motion=None if continuous else Motion(translate=(4.0, 0.0))),
-        prior if continuous else apply_override(prior, "freeinit.iterations", 2),
-    ]
+    freeinit = discrete and not getattr(family, "zero_terminal_snr", False)
+    recipes.append(apply_override(prior, "freeinit.iterations", 2) if freeinit else prior)
+    return recipes
 
 
 def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
@@ -60,26 +68,29 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
     model = models.load(str(folder))
     assert model.family == name
     spatial = model.attention_layers("spatial_self")
-    assert spatial and all(n not in model.attention_layers("temporal") for n in spatial)
+    assert bool(spatial) == getattr(type(model), "frame_attention", True)
+    assert all(n not in model.attention_layers("temporal") for n in spatial)
     assert bool(model.attention_layers("temporal")) == (not model.image_model)
     processors = dict(model.denoiser.attn_processors)
     image = str(testing.write_test_image(tmp_path / "input.png")) if takes_image(type(model)) else None
+    frames = FRAMES.get(name, 4)
     for recipe in _contract_recipes(type(model)):
-        recipe = replace(recipe, **SMALL, image=image)
+        recipe = replace(recipe, **{**SMALL, "num_frames": frames}, image=image)
         out = generate(model, "a red cat", recipe, progress=False, num_videos=2)
-        assert out.frames.shape == (2, 4, 3, 32, 32)
+        assert out.frames.shape == (2, frames, 3, 32, 32)
         assert torch.isfinite(out.frames).all() and out.frames.std() > 0
         assert dict(model.denoiser.attn_processors) == processors  # hooks restored
     video = tmp_path / "clip.mp4"
-    args = ["--height", "32", "--width", "32", "--steps", "2", "--frames", "4", "--quiet"]
+    args = ["--height", "32", "--width", "32", "--steps", "2", "--frames", str(frames), "--quiet"]
     args += ["--image", image] if image else []
     assert main(["generate", "a red cat", "--model", str(folder), "--out", str(video), *args]) == 0
     record = json.loads(video.with_suffix(".json").read_text())
-    natural = {"sd": "t2v-zero", "sdxl": "t2v-zero", "animatediff": "animatediff", "unet3d": "video", "svd": "video"}
+    natural = {"sd": "t2v-zero", "sdxl": "t2v-zero", "animatediff": "animatediff", "unet3d": "video", "svd": "video",
+               "cogvideox": "video"}
     assert record["recipe"]["method"] == natural[name]
     preset = tmp_path / "p.toml"
     preset.write_text(
-        f'method = "{natural[name]}"\nnum_frames = 4\nheight = 32\nwidth = 32\nnum_inference_steps = 2\n'
+        f'method = "{natural[name]}"\nnum_frames = {frames}\nheight = 32\nwidth = 32\nnum_inference_steps = 2\n'
         + (f"image = {json.dumps(image)}\n" if image else "")
         + '[[jobs]]\nprompts = ["a red cat"]\nseeds = [0]\n'
     )
@@ -201,6 +212,9 @@ def test_cross_frame_on_unet3d_wraps_only_spatial_layers(folders):
         ("svd", Recipe(method="t2v-zero", motion=Motion()), "continuous noise levels"),
         ("svd", Recipe(method="video", freeinit=__import__("zeroshot.recipe").recipe.FreeInit()),
          "continuous noise levels"),
+        ("cogvideox", Recipe(method="video", cross_frame=CrossFrame()), "3-D attention"),
+        ("cogvideox", Recipe(method="t2v-zero", motion=Motion()), "compress time"),
+        ("cogvideox", Recipe(method="video", freeinit=__import__("zeroshot.recipe").recipe.FreeInit()), "zero SNR"),
     ],
 )
 def test_techniques_a_family_cannot_take_are_refused_in_one_line(family, recipe, needle):

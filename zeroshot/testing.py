@@ -393,3 +393,85 @@ def t2v_zero_reference_noise(num_frames: int, channels: int, height: int, width:
     renoise_noise = torch.zeros(1, channels, num_frames, height, width)
     renoise_noise[0, :, 1:] = eps.permute(1, 0, 2, 3)
     return latents, renoise_noise
+
+
+def build_cogvideox_folder(directory, *, seed: int = 0, rotary: bool = True, patch_size_t: int | None = None) -> Path:
+    """A tiny random CogVideoX folder (`CogVideoXPipeline` layout): `CogVideoXTransformer3DModel`
+    (one layer; 3-D rotary positions as CogVideoX-5b, or sin-cos ones as 2b; `patch_size_t` as
+    1.5), the causal 3-D VAE (factor 8, 4 frames per latent frame), a T5 encoder over the word
+    tokenizer and CogVideoX-2b's DDIM scheduler; 32 px, 4k + 1 frames."""
+    import tempfile
+
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from zeroshot.tokenizer import word_tokenizer
+
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = word_tokenizer(WORDS, Path(tmp) / "tokenizer")
+
+        def modules():
+            transformer = CogVideoXTransformer3DModel(
+                num_attention_heads=2,
+                attention_head_dim=16,  # 3-D rotary positions split it 4 : 6 : 6 (even parts)
+                in_channels=4,
+                out_channels=4,
+                time_embed_dim=2,
+                text_embed_dim=32,
+                num_layers=1,
+                sample_width=8,  # latents of 64 px: 1.5's rotary grid is sliced from it
+                sample_height=8,
+                sample_frames=9,
+                patch_size=2,
+                patch_size_t=patch_size_t,
+                temporal_compression_ratio=4,
+                max_text_seq_length=16,
+                use_rotary_positional_embeddings=rotary,
+            )
+            vae = AutoencoderKLCogVideoX(
+                down_block_types=("CogVideoXDownBlock3D",) * 4,
+                up_block_types=("CogVideoXUpBlock3D",) * 4,
+                block_out_channels=(8, 8, 8, 8),
+                latent_channels=4,
+                layers_per_block=1,
+                norm_num_groups=2,
+                temporal_compression_ratio=4,
+            )
+            text_encoder = T5EncoderModel(
+                T5Config(
+                    vocab_size=len(tokenizer),
+                    d_model=32,
+                    d_kv=8,
+                    d_ff=37,
+                    num_layers=1,
+                    num_heads=4,
+                    relative_attention_num_buckets=8,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    decoder_start_token_id=tokenizer.pad_token_id,
+                )
+            )
+            return transformer.eval(), vae.eval(), text_encoder.eval()
+
+        transformer, vae, text_encoder = _seeded(seed, modules)
+        scheduler = CogVideoXDDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            prediction_type="v_prediction",
+            rescale_betas_zero_snr=True,
+            set_alpha_to_one=True,
+            snr_shift_scale=3.0,
+            steps_offset=0,
+            timestep_spacing="trailing",
+        )
+        pipe = CogVideoXPipeline(
+            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+        )
+        pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+FAMILY_FOLDERS["cogvideox"] = build_cogvideox_folder  # text-to-video over 4k + 1 frames, sizes on a 16-px grid

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from zeroshot.families.animatediff import AnimateDiff
 from zeroshot.families.base import ATTENTION_KINDS, Cond, ModelFn, VideoModel, family_recipe, guided, inputs_for
+from zeroshot.families.cogvideox import CogVideoX
 from zeroshot.families.sd import SD
 from zeroshot.families.sdxl import SDXL
 from zeroshot.families.svd import SVD
 from zeroshot.families.unet3d import UNet3D
 
 #: Every family, by name.
-FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD)}
+FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD, CogVideoX)}
 #: diffusers pipeline class name -> family class.
 FAMILIES: dict[str, type] = {name: cls for cls in FAMILY_CLASSES.values() for name in cls.pipelines}
 
@@ -40,6 +41,7 @@ def from_pipeline(pipe, **kwargs) -> VideoModel:
 __all__ = [
     "ATTENTION_KINDS",
     "AnimateDiff",
+    "CogVideoX",
     "Cond",
     "FAMILIES",
     "FAMILY_CLASSES",

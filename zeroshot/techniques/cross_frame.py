@@ -21,6 +21,11 @@ def check(recipe, family) -> None:
     cf = recipe.cross_frame
     if cf is None:
         return
+    if not getattr(family, "frame_attention", True):
+        raise RecipeError(
+            f"cross_frame: {family.family} models attend jointly over all frames, space and text (3-D attention); "
+            "there is no per-frame self-attention to redirect"
+        )
     if cf.mode not in MODES:
         raise RecipeError(f"cross_frame.mode must be one of {', '.join(MODES)}, got {cf.mode!r}")
     bad = [x for x in cf.layers if x not in PARTS]

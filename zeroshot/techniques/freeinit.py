@@ -17,6 +17,11 @@ def check(recipe, family) -> None:
             f"freeinit: {family.family} models sample continuous noise levels; its re-noising needs "
             "a discrete schedule with alphas_cumprod"
         )
+    if getattr(family, "zero_terminal_snr", False):
+        raise RecipeError(
+            f"freeinit: {family.family} schedules start at zero SNR, where the re-noised latent keeps nothing "
+            "of the last result to re-initialise from"
+        )
     if fi.iterations < 1:
         raise RecipeError(f"freeinit.iterations must be >= 1, got {fi.iterations}")
     if fi.filter not in FILTERS:

@@ -6,7 +6,9 @@ from zeroshot import noise as priors
 
 
 def check(recipe, family) -> None:
-    priors.check(recipe.noise, recipe.num_frames)
+    """The prior's parameters; its frames are latent frames (fewer where the family compresses time)."""
+    latent_frames = getattr(family, "latent_frames", None)
+    priors.check(recipe.noise, latent_frames(recipe.num_frames) if latent_frames else recipe.num_frames)
 
 
 def apply(run) -> None:

@@ -1,0 +1,262 @@
+"""CogVideoX text-to-video (`CogVideoXPipeline`): a `CogVideoXTransformer3DModel` with
+joint 3-D attention over all latent frames, space and text.
+
+Time is compressed: a video of `f` frames has `(f - 1) // 4 + 1` latent frames (the VAE's
+`temporal_compression_ratio`), and CogVideoX 1.5 (`patch_size_t`) pads the latent frames at
+the front to a multiple of its temporal patch, dropped before decoding. The causal VAE
+decodes `n` latent frames to `4n - 3` frames when `n` is odd and `4n` when it is even (it
+decodes them two at a time, the first three together), so a video has 1, 8k or 8k + 1
+frames (49 and 48 as the pipeline makes them). Sizes are multiples of the VAE factor times
+the patch size (16). The schedules end at zero SNR (`rescale_betas_zero_snr`). Prompts are T5-encoded to the transformer's
+`max_text_seq_length` tokens; guidance is classifier-free with a constant scale. Every
+attention layer mixes frames, space and text at once: there is no per-frame spatial
+self-attention (`frame_attention = False`) and no separate text cross-attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from zeroshot.families.base import Cond, ModelFn, guided
+from zeroshot.recipe import RecipeError
+
+#: The CogVideoX schedulers (their own DDIM and DPM variants, with the SNR shift) run only as the model gives them.
+SCHEDULERS = ("auto",)
+
+
+@dataclass
+class CogVideoX:
+    """The frozen components of a CogVideoX model, as a video model."""
+
+    transformer: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    model_id: str = "unknown"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    vocabulary: list[str] | None = None
+    path: str | None = None
+
+    family: ClassVar[str] = "cogvideox"
+    pipelines: ClassVar[tuple[str, ...]] = ("CogVideoXPipeline",)
+    image_model: ClassVar[bool] = False
+    #: Frames have no spatial self-attention of their own (joint 3-D attention).
+    frame_attention: ClassVar[bool] = False
+    #: Video frames per latent frame (every CogVideoX VAE: 4).
+    temporal_compression: ClassVar[int] = 4
+    #: The first sampling step is pure noise (`alphas_cumprod` = 0 there).
+    zero_terminal_snr: ClassVar[bool] = True
+    #: Sizes are multiples of this: the VAE factor 8 times the patch size 2.
+    size_grid: ClassVar[int] = 16
+    #: The pipeline's own defaults, under a folder's zeroshot.json (`generate.prepare_recipe`).
+    recommended: ClassVar[dict[str, Any]] = {
+        "height": 480,
+        "width": 720,
+        "num_inference_steps": 50,
+        "guidance_scale": 6.0,
+    }
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def component_names(cls) -> tuple[str, ...]:
+        return ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+
+    # Copied from zeroshot.families.sd.SD.from_pipeline
+    @classmethod
+    def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):
+        """Wrap the components of a diffusers pipeline (shared, not copied)."""
+        if type(pipe.scheduler).__name__ != "CogVideoXDDIMScheduler":
+            from zeroshot.models import ModelError
+
+            raise ModelError(
+                f"cogvideox: the scheduler {type(pipe.scheduler).__name__} is not supported (CogVideoXDPMScheduler "
+                "draws its own noise inside each step); CogVideoXDDIMScheduler with the same config runs: set it "
+                "as _class_name in the folder's scheduler/scheduler_config.json"
+            )
+        name = model_id or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "pipeline")
+        return cls(
+            **{k: getattr(pipe, k) for k in cls.component_names()},
+            model_id=str(name),
+            defaults=dict(defaults or {}),
+            vocabulary=vocabulary,
+            path=None if path is None else str(path),
+        )
+
+    def pipeline(self):
+        """A diffusers pipeline over these components (shared)."""
+        from diffusers import CogVideoXPipeline
+
+        return CogVideoXPipeline(**{k: getattr(self, k) for k in self.component_names()})
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.transformer, self.vae, self.text_encoder]
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.transformer
+
+    # Copied from zeroshot.families.sd.SD.to
+    def to(self, device=None, dtype=None):
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        for module in self.modules():
+            module.to(**kwargs)
+        return self
+
+    # ------------------------------------------------------------------ the recipe
+
+    @classmethod
+    def latent_frames(cls, num_frames: int) -> int:
+        """Latent frames of a video of `num_frames` frames (before any 1.5 padding)."""
+        return (num_frames - 1) // cls.temporal_compression + 1
+
+    @classmethod
+    def decoded_frames(cls, latent_frames: int) -> int:
+        """Frames the VAE decodes from `latent_frames` (two at a time; an odd count's first three together)."""
+        c = cls.temporal_compression
+        return c * latent_frames if latent_frames % 2 == 0 else c * (latent_frames - 1) + 1
+
+    @classmethod
+    def frame_counts(cls, up_to: int) -> list[int]:
+        """The video lengths up to `up_to` frames that the model makes (1, 8, 9, 16, 17, ...)."""
+        return [f for f in range(1, up_to + 1) if cls.decoded_frames(cls.latent_frames(f)) == f]
+
+    @classmethod
+    def prepare_recipe(cls, recipe):
+        """The recipe as is; RecipeError (one line naming the valid values) for a frame count
+        the VAE does not decode to, a size off the 16-px grid, or a scheduler other than the model's."""
+        f = recipe.num_frames
+        if cls.decoded_frames(cls.latent_frames(f)) != f:
+            near = [n for n in cls.frame_counts(f + 8) if abs(n - f) <= 8]
+            below, above = max(n for n in near if n < f), min(n for n in near if n > f)
+            raise RecipeError(
+                f"num_frames: cogvideox models make 1, 8k or 8k+1 frames (..., 40, 41, 48, 49; nearest "
+                f"{below} or {above}), got {f}"
+            )
+        for key in ("height", "width"):
+            value = getattr(recipe, key)
+            if value % cls.size_grid:
+                raise RecipeError(
+                    f"{key} must be a multiple of {cls.size_grid} for cogvideox models (VAE factor x patch size), got {value}"
+                )
+        if recipe.scheduler not in SCHEDULERS:
+            raise RecipeError(
+                f"scheduler: cogvideox models run their own scheduler (with its SNR shift); use auto, got {recipe.scheduler!r}"
+            )
+        return recipe
+
+    # ------------------------------------------------------------------ the protocol
+
+    def _latent_frames(self, num_frames: int) -> tuple[int, int]:
+        """(latent frames of the video, padding frames in front): CogVideoX 1.5 (`patch_size_t`)
+        pads up to a multiple of its temporal patch."""
+        f = (num_frames - 1) // self.vae.config.temporal_compression_ratio + 1
+        p_t = self.transformer.config.patch_size_t
+        return f, 0 if p_t is None else (-f) % p_t
+
+    def latent_shape(self, num_videos: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        s = self.vae_scale_factor
+        f, pad = self._latent_frames(num_frames)
+        return (num_videos, self.transformer.config.in_channels, pad + f, height // s, width // s)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """T5 embeddings `(n, L, D)` of `L = max_text_seq_length` tokens, as the pipeline computes them."""
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.transformer.config.max_text_seq_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
+        return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.dtype)
+
+    def encode(self, prompts: list[str], negative: list[str] | None = None) -> Cond:
+        """`Cond` with `prompt_embeds` (b, L, D); `negative` given means guidance."""
+        pos = {"prompt_embeds": self.encode_prompt(prompts)}
+        neg = None if negative is None else {"prompt_embeds": self.encode_prompt(negative)}
+        return Cond(pos, neg)
+
+    def rotary_embedding(self, num_frames: int, h: int, w: int):
+        """The transformer's 3-D rotary position embedding (cos, sin) for `num_frames` latent
+        frames of `h x w` latents (None for models with learned or sin-cos positions)."""
+        config = self.transformer.config
+        if not config.use_rotary_positional_embeddings:
+            return None
+        from diffusers.models.embeddings import get_3d_rotary_pos_embed
+        from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+        p = config.patch_size
+        grid = (h // p, w // p)
+        base = (config.sample_height // p, config.sample_width // p)
+        if config.patch_size_t is None:  # CogVideoX 1.0: the grid cropped into the trained one
+            return get_3d_rotary_pos_embed(
+                embed_dim=config.attention_head_dim,
+                crops_coords=get_resize_crop_region_for_grid(grid, base[1], base[0]),
+                grid_size=grid,
+                temporal_size=num_frames,
+                device=self.device,
+            )
+        return get_3d_rotary_pos_embed(  # CogVideoX 1.5: slices of the trained grid
+            embed_dim=config.attention_head_dim,
+            crops_coords=None,
+            grid_size=grid,
+            temporal_size=(num_frames + config.patch_size_t - 1) // config.patch_size_t,
+            grid_type="slice",
+            max_size=base,
+            device=self.device,
+        )
+
+    def forward(self, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One transformer call on `(B, c, f, h, w)` latents (it patchifies frames and space)."""
+        b, _, f, h, w = x.shape
+        timestep = torch.as_tensor(t, device=x.device).expand(b)
+        out = self.transformer(
+            hidden_states=x.permute(0, 2, 1, 3, 4).to(self.dtype),  # B f c h w
+            encoder_hidden_states=c["prompt_embeds"],
+            timestep=timestep,
+            image_rotary_emb=self.rotary_embedding(f, h, w),
+            return_dict=False,
+        )[0]
+        return out.float().permute(0, 2, 1, 3, 4)  # B c f h w
+
+    def model_fn(self, guidance_scale: float) -> ModelFn:
+        return guided(self.forward, guidance_scale)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, *, recipe=None) -> torch.Tensor:
+        """`(b, c, f, h, w)` latents to frames `(b, 4(f - 1) + 1, 3, H, W)` in [0, 1] (CPU
+        float32): the causal 3-D VAE decodes each video whole. With `recipe`, the padding
+        frames of CogVideoX 1.5 (in front) are dropped first."""
+        pad = self._latent_frames(recipe.num_frames)[1] if recipe is not None else 0
+        z = latents[:, :, pad:] / self.vae.config.scaling_factor
+        frames = self.vae.decode(z.to(self.vae.dtype)).sample  # b 3 F H W
+        return (frames.float().permute(0, 2, 1, 3, 4) / 2 + 0.5).clamp(0, 1).cpu()
+
+    def attention_layers(self, kind: str) -> list[str]:
+        """Every attention layer is joint over frames, space and text: listed as temporal (it
+        mixes frames); none is per-frame spatial self-attention or text cross-attention."""
+        if kind in ("spatial_self", "cross"):
+            return []
+        if kind == "temporal":
+            return list(self.transformer.attn_processors)
+        raise ValueError(f"attention kind must be spatial_self, cross or temporal, got {kind!r}")

@@ -40,6 +40,7 @@ class Noise:
     window: int = 16  # FreeNoise window length (frames)
     stride: int = 4  # FreeNoise window stride (frames)
     per_step: bool = True
+    degradation: float | None = None  # flow-warped: share of fresh noise blended in (0: none)
 
 
 @dataclass(frozen=True)
@@ -67,19 +68,24 @@ class Motion:
     code (44 and 47 of 50); `None` scales the paper's (or the model's) choice to the
     step count in use. `mode=None` takes the model's recommended warp sampling, else the
     paper's nearest; `padding=None` the model's recommended padding, else the paper's
-    reflection.
+    reflection. `dynamics=False` keeps the motion request but skips T2V-Zero's warp: the
+    field then only drives flow-warped noise (`noise.prior = "flow-warped"`).
     """
 
     translate: tuple[float, float] | None = None
     zoom: float = 1.0  # scale factor per frame
     rotate: float = 0.0  # degrees per frame, counter-clockwise on screen
     path: str | None = None  # keyframed camera path (TOML file)
-    trajectories: tuple[str, ...] = ()  # sparse drags "x0,y0->x1,y1" over the clip
+    trajectories: tuple[str, ...] = ()  # polylines "x,y x,y[@frame] ... [r=R] [mask=IMG]" (or "x0,y0->x1,y1")
+    still: str | None = None  # with trajectories: a mask image of still pixels, or "rest"
+    densify: str = "rbf"  # trajectories -> dense flow: rbf | gaussian (blurred sparse map)
+    sigma: float | None = None  # densifying Gaussian's sigma in px; None: a quarter of the smaller side
     from_video: str | None = None  # transfer the motion of a reference video
     mode: str | None = None  # warp: nearest | bilinear | variance-preserving; None: model's, else nearest
     padding: str | None = None  # reflection | border | zeros; None: the model's, else reflection
     t0: int | None = None
     t1: int | None = None
+    dynamics: bool = True  # T2V-Zero's warp at T'; false: the field drives flow-warped noise only
 
 
 @dataclass(frozen=True)

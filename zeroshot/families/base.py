@@ -8,10 +8,9 @@ Techniques (`zeroshot.techniques`) ask these questions and never guess from laye
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -137,8 +136,9 @@ INPUTS = ("image", "recipe", "generator")
 FAMILY_PARTS = ("svd",)
 
 
-@functools.lru_cache(maxsize=None)
 def _keywords(fn) -> frozenset[str]:
+    """The parameter names of `fn` (not cached: closures, such as prompt travel's encode,
+    are made per run)."""
     try:
         return frozenset(inspect.signature(fn).parameters)
     except (TypeError, ValueError):

@@ -7,10 +7,11 @@ the front to a multiple of its temporal patch, dropped before decoding. The caus
 decodes `n` latent frames to `4n - 3` frames when `n` is odd and `4n` when it is even (it
 decodes them two at a time, the first three together), so a video has 1, 8k or 8k + 1
 frames (49 and 48 as the pipeline makes them). Sizes are multiples of the VAE factor times
-the patch size (16). The schedules end at zero SNR (`rescale_betas_zero_snr`). Prompts are T5-encoded to the transformer's
-`max_text_seq_length` tokens; guidance is classifier-free with a constant scale. Every
-attention layer mixes frames, space and text at once: there is no per-frame spatial
-self-attention (`frame_attention = False`) and no separate text cross-attention.
+the patch size (16). The schedules end at zero SNR (`rescale_betas_zero_snr`). Prompts are
+T5-encoded to the transformer's `max_text_seq_length` tokens; guidance is classifier-free
+with a constant scale. Every attention layer mixes frames, space and text at once: there is
+no per-frame spatial self-attention (`frame_attention = False`) and no separate text
+cross-attention.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from zeroshot.families.base import Cond, ModelFn, guided
 from zeroshot.recipe import RecipeError
 
-#: The CogVideoX schedulers (their own DDIM and DPM variants, with the SNR shift) run only as the model gives them.
+#: Recipe schedulers a cogvideox model takes: its own (CogVideoX's DDIM, with the SNR shift).
 SCHEDULERS = ("auto",)
 
 
@@ -155,11 +156,13 @@ class CogVideoX:
             value = getattr(recipe, key)
             if value % cls.size_grid:
                 raise RecipeError(
-                    f"{key} must be a multiple of {cls.size_grid} for cogvideox models (VAE factor x patch size), got {value}"
+                    f"{key} must be a multiple of {cls.size_grid} for cogvideox models "
+                    f"(VAE factor x patch size), got {value}"
                 )
         if recipe.scheduler not in SCHEDULERS:
             raise RecipeError(
-                f"scheduler: cogvideox models run their own scheduler (with its SNR shift); use auto, got {recipe.scheduler!r}"
+                f"scheduler: cogvideox models run their own scheduler (with its SNR shift); "
+                f"use auto, got {recipe.scheduler!r}"
             )
         return recipe
 

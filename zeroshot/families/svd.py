@@ -200,9 +200,8 @@ class SVD:
         pixels = pixels + settings.noise_aug_strength * noise
         with _upcast(self.vae) as dtype:
             latents = self.vae.encode(pixels.to(dtype)).latent_dist.mode().to(self.dtype)  # 1 c h w
-        time_ids = torch.tensor(
-            [[settings.fps - 1, settings.motion_bucket_id, settings.noise_aug_strength]], dtype=self.dtype, device=self.device
-        )
+        ids = [[settings.fps - 1, settings.motion_bucket_id, settings.noise_aug_strength]]  # fps - 1, as trained
+        time_ids = torch.tensor(ids, dtype=self.dtype, device=self.device)
         pos = {"image_embeds": embeds.repeat(n, 1, 1), "image_latents": latents.repeat(n, 1, 1, 1),
                "time_ids": time_ids.repeat(n, 1)}
         neg = None

@@ -433,7 +433,13 @@ def test_field_from_recipe(tmp_path):
     assert cam == Affine(translate=(1.0, 0.0), zoom=1.02, rotate=2.0)
     traj = field_from_recipe(Motion(translate=(0.0, 0.0), trajectories=("1,2->3,4",)), 8, 64, 64)
     assert traj == Trajectories(((1.0, 2.0, 3.0, 4.0),))
-    assert field_from_recipe(Motion(from_video="clip.mp4"), 8, 64, 64) == VideoFlow("clip.mp4")
+    import cv2
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for k, frame in enumerate(_shifted_video(1.0, 0.0, 8, 32, 32)):
+        cv2.imwrite(str(clip / f"{k}.png"), frame)
+    assert field_from_recipe(Motion(from_video=str(clip)), 8, 64, 64) == VideoFlow(str(clip))
     p = tmp_path / "p.toml"
     p.write_text("[[key]]\nframe = 0\n")
     assert isinstance(field_from_recipe(Motion(path=str(p)), 8, 64, 64), KeyframedPath)
@@ -441,6 +447,14 @@ def test_field_from_recipe(tmp_path):
         field_from_recipe(Motion(path=str(p), from_video="clip.mp4"), 8, 64, 64)
     with pytest.raises(RecipeError, match="motion.translate"):
         field_from_recipe(Motion(translate=(12.0, 12.0), from_video="clip.mp4"), 8, 64, 64)
+    # the reference video is read here, before any model work: too short, missing, unreadable
+    with pytest.raises(RecipeError, match="motion.from_video.*num_frames=9"):
+        field_from_recipe(Motion(from_video=str(clip)), 9, 64, 64)
+    with pytest.raises(RecipeError, match="motion.from_video.*does not exist"):
+        field_from_recipe(Motion(from_video=str(tmp_path / "missing.mp4")), 8, 64, 64)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(RecipeError, match="motion.from_video.*no frames"):
+        field_from_recipe(Motion(from_video=str(tmp_path / "broken.mp4")), 8, 64, 64)
 
 
 # ---------------------------------------------------------------------------------------

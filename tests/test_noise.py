@@ -24,6 +24,9 @@ CASES = [
     (Noise(prior="freenoise"), 24),
     (Noise(prior="freenoise", window=4, stride=2), 11),
     (Noise(prior="freenoise", window=5, stride=3), 13),
+    # without a flow, flow-warped noise is frame 0 in every frame, degraded by fresh noise
+    (Noise(prior="flow-warped", degradation=0.5), 5),
+    (Noise(prior="flow-warped", degradation=0.7), 4),
 ]
 IDS = [f"{n.prior}-{i}" for i, (n, _) in enumerate(CASES)]
 NUM_SAMPLES = 40000  # samples per frame in the moment tests
@@ -44,7 +47,7 @@ def draw_for_moments(noise: Noise, f: int) -> torch.Tensor:
 
 
 def test_registry_names():
-    assert list(zn.PRIORS) == ["iid", "mixed", "progressive", "videofusion", "freenoise"]
+    assert list(zn.PRIORS) == ["iid", "mixed", "progressive", "videofusion", "freenoise", "flow-warped"]
 
 
 @pytest.mark.parametrize(("noise", "f"), CASES, ids=IDS)
@@ -81,6 +84,9 @@ def test_closed_forms():
     assert vf[0, 2] == pytest.approx(0.36) and vf[1, 0] == pytest.approx(0.6)
     fn = zn.theoretical_correlation(Noise(prior="freenoise", window=4, stride=2), 6)
     assert fn[4, 0] == pytest.approx(0.5) and fn[4, 5] == 0 and fn[4, 2] == 0
+    fw = zn.theoretical_correlation(Noise(prior="flow-warped", degradation=0.25), 3)
+    assert fw[0, 2] == pytest.approx(0.75**2 / (0.75**2 + 0.25**2))
+    assert torch.equal(zn.theoretical_correlation(Noise(prior="flow-warped"), 3), torch.ones(3, 3, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", list(zn.PRIORS))
@@ -186,6 +192,7 @@ def test_sample_maps_recipe_fields_onto_prior():
         (Noise(prior="progressive", alpha=0.5), zn.progressive, {"alpha": 0.5}),
         (Noise(prior="videofusion", lam=0.2, key_frame=4), zn.videofusion, {"lam": 0.2, "key_frame": 4}),
         (Noise(prior="freenoise", window=5, stride=2), zn.freenoise, {"window": 5, "stride": 2}),
+        (Noise(prior="flow-warped", degradation=0.25), zn.flow_warped, {"degradation": 0.25}),
     ]
     for noise, fn, kw in cases:
         got = zn.sample(noise, shape, torch.Generator().manual_seed(9))
@@ -198,7 +205,7 @@ def test_sample_maps_recipe_fields_onto_prior():
 
 
 def test_errors_are_one_line_and_name_the_argument():
-    valid = "iid, mixed, progressive, videofusion, freenoise"
+    valid = "iid, mixed, progressive, videofusion, freenoise, flow-warped"
     with pytest.raises(RecipeError, match=rf"noise.prior 'pink' unknown; valid: {valid}"):
         zn.sample(Noise(prior="pink"), (1, 1, 2, 2, 2))
     bad = [
@@ -207,6 +214,7 @@ def test_errors_are_one_line_and_name_the_argument():
         (Noise(prior="videofusion", key_frame=9), "noise.key_frame"),
         (Noise(prior="freenoise", window=4, stride=5), "noise.stride"),
         (Noise(prior="freenoise", window=0), "noise.window"),
+        (Noise(prior="flow-warped", degradation=1.5), "noise.degradation"),
     ]
     for noise, name in bad:
         with pytest.raises(RecipeError, match=name) as info:

@@ -24,8 +24,8 @@ import itertools
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -319,39 +319,255 @@ def parse_drag(text: str) -> tuple[float, float, float, float]:
     return values
 
 
-@dataclass(frozen=True)
-class Trajectories:
-    """Sparse drags densified into a smooth field (Gaussian radial-basis interpolation).
+DENSIFIERS = ("rbf", "gaussian")
+TRAJECTORY_FORM = "'x,y x,y ...' (output px; 'x,y@frame' pins a point to a frame; options r=RADIUS, mask=IMAGE)"
 
-    Each drag (x0, y0, x1, y1) moves the point (x0, y0) of frame 0 to (x1, y1) at the
-    last frame, linearly in time. In frame k the backward flow is known at the dragged
-    points; it is interpolated with Gaussian kernels exp(-r^2 / (2 sigma^2)) whose
-    weights are solved so the field passes exactly through every drag, and it decays
-    to zero far from them (the rest of the picture stays still). `sigma_px=None` is a
-    quarter of the smaller image side. `forward()` interpolates the forward
-    displacements at the frame-0 points the same way, so it too passes through the
-    drags; away from them the two are inverse only approximately.
+
+def load_mask(path: str | os.PathLike, where: str) -> np.ndarray:
+    """A mask image as `(H, W)` bool (white = inside: gray level > 127)."""
+    import cv2
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise RecipeError(f"{where}: mask image {path!r} does not exist")
+    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise RecipeError(f"{where}: cannot read {path!r} as an image")
+    return img > 127
+
+
+def _finite(text: str, where: str, whole: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise RecipeError(f"{where}: expected {TRAJECTORY_FORM}, got {whole!r}") from None
+    if not math.isfinite(value):
+        raise RecipeError(f"{where}: expected finite numbers, got {whole!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One trajectory: a polyline over time in output px, optionally dragging a region.
+
+    `points[i]` is where the trajectory is at frame `frames[i]`; a `None` frame (or
+    `frames=()`) spreads the points evenly in time: the first unpinned point is at frame 0,
+    the last at the last frame, and points between two known frames are spaced evenly
+    between them. The position is linear in time between points and holds before the
+    first and after the last. A region moves rigidly with the trajectory: the disk of
+    `radius_px` about the first point, or the white pixels of the image `mask` (frame 0's
+    pixels, at the output size). Without a region only the point itself is constrained.
     """
 
-    drags: tuple[tuple[float, float, float, float], ...]
-    sigma_px: float | None = None
+    points: tuple[tuple[float, float], ...]
+    frames: tuple[float | None, ...] = ()
+    radius_px: float | None = None
+    mask: str | None = None
+    region: Any = field(default=None, compare=False, repr=False)  # (H, W) bool array of `mask`
 
     def __post_init__(self):
-        if not self.drags:
+        if len(self.points) < 2:
+            raise RecipeError(f"motion.trajectories: a trajectory needs at least two points, got {len(self.points)}")
+        if self.frames and len(self.frames) != len(self.points):
+            raise ValueError(f"frames must give one entry per point, got {len(self.frames)} for {len(self.points)}")
+        if self.radius_px is not None and not self.radius_px > 0:
+            raise RecipeError(f"motion.trajectories: r must be > 0, got {self.radius_px}")
+        if self.mask is not None and self.region is None:
+            object.__setattr__(self, "region", load_mask(self.mask, "motion.trajectories"))
+
+    @classmethod
+    def parse(cls, text: str) -> Trajectory:
+        """`"x0,y0 x1,y1 x2,y2"`, points optionally pinned `"x,y@frame"`, options `r=8` and
+        `mask=region.png`; the older `"x0,y0->x1,y1"` is the two-point case."""
+        where = "motion.trajectories"
+        points, frames, radius, mask = [], [], None, None
+        for token in str(text).replace("->", " ").split():
+            key, eq, value = token.partition("=")
+            if eq:
+                if key in ("r", "radius"):
+                    radius = _finite(value, where, text)
+                elif key == "mask":
+                    mask = value
+                else:
+                    raise RecipeError(f"{where}: unknown option {key!r} in {text!r}; valid: r=RADIUS, mask=IMAGE")
+                continue
+            xy, at, frame = token.partition("@")
+            parts = xy.split(",")
+            if len(parts) != 2:
+                raise RecipeError(f"{where}: expected {TRAJECTORY_FORM}, got {text!r}")
+            points.append((_finite(parts[0], where, text), _finite(parts[1], where, text)))
+            frames.append(_finite(frame, where, text) if at else None)
+        if len(points) < 2:
+            raise RecipeError(f"{where}: a trajectory needs at least two points, got {len(points)} in {text!r}")
+        return cls(tuple(points), tuple(frames) if any(t is not None for t in frames) else (), radius, mask)
+
+    @property
+    def has_region(self) -> bool:
+        return self.radius_px is not None or self.mask is not None
+
+    def times(self, num_frames: int) -> list[float]:
+        """The frame of every point (pins kept, the others spread evenly between them)."""
+        n = len(self.points)
+        known = list(self.frames) if self.frames else [None] * n
+        known[0] = 0.0 if known[0] is None else float(known[0])
+        known[-1] = float(num_frames - 1) if known[-1] is None else float(known[-1])
+        pinned = [i for i, t in enumerate(known) if t is not None]
+        for a, b in itertools.pairwise(pinned):
+            for i in range(a + 1, b):
+                known[i] = known[a] + (i - a) / (b - a) * (known[b] - known[a])
+        return [float(t) for t in known]
+
+    def check(self, num_frames: int, height: int, width: int, text: str | None = None) -> None:
+        """RecipeError (one line) if a point is outside the frame, a pin outside the clip
+        or out of order, or the mask not of the output size."""
+        where, name = "motion.trajectories", repr(text) if text else "a trajectory"
+        for x, y in self.points:
+            if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
+                raise RecipeError(
+                    f"{where}: point ({x:g}, {y:g}) of {name} is outside the {width}x{height} frame "
+                    f"(x in [-0.5, {width - 0.5:g}], y in [-0.5, {height - 0.5:g}])"
+                )
+        pins = [t for t in self.frames if t is not None]
+        if any(not 0 <= t <= num_frames - 1 for t in pins) or any(b <= a for a, b in itertools.pairwise(pins)):
+            raise RecipeError(
+                f"{where}: frame pins of {name} must increase within [0, {num_frames - 1}], got "
+                f"{', '.join(f'{t:g}' for t in pins)}"
+            )
+        if num_frames > 1:
+            times = self.times(num_frames)
+            if any(b <= a for a, b in itertools.pairwise(times)):
+                raise RecipeError(
+                    f"{where}: the points of {name} fall on frames {', '.join(f'{t:g}' for t in times)}; "
+                    f"each needs a later frame than the one before, within [0, {num_frames - 1}]"
+                )
+        if self.region is not None and self.region.shape != (height, width):
+            h, w = self.region.shape
+            raise RecipeError(f"{where}: mask {self.mask!r} is {w}x{h}, the video is {width}x{height}")
+
+    def positions(self, num_frames: int) -> torch.Tensor:
+        """Where the trajectory is in every frame, `(f, 2)` float64 output px."""
+        import numpy as np
+
+        pts = np.asarray(self.points, dtype=np.float64)
+        if num_frames == 1:
+            return torch.from_numpy(pts[:1].copy())
+        times = self.times(num_frames)
+        k = np.arange(num_frames, dtype=np.float64)
+        out = np.stack([np.interp(k, times, pts[:, 0]), np.interp(k, times, pts[:, 1])], axis=1)
+        return torch.from_numpy(out)
+
+    def inside(self, p: torch.Tensor) -> torch.Tensor:
+        """Whether frame-0 positions `p (..., 2)` lie in the region (all False without one)."""
+        if self.radius_px is not None:
+            x0, y0 = self.points[0]
+            return (p[..., 0] - x0) ** 2 + (p[..., 1] - y0) ** 2 <= self.radius_px**2
+        if self.region is not None:
+            return _mask_at(torch.from_numpy(self.region), p)
+        return torch.zeros(p.shape[:-1], dtype=torch.bool)
+
+
+def _mask_at(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A `(H, W)` bool mask at positions `p (..., 2)` (nearest pixel; False outside)."""
+    h, w = mask.shape
+    ix = torch.floor(p[..., 0] + 0.5).long()
+    iy = torch.floor(p[..., 1] + 0.5).long()
+    ok = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+    return ok & mask[iy.clamp(0, h - 1), ix.clamp(0, w - 1)]
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float, pad: int) -> torch.Tensor:
+    """`(H, W)` float64 map zero-padded by `pad` on each side and blurred with the
+    peak-normalised kernel exp(-d^2 / (2 sigma^2)) (not divided by its sum)."""
+    r = math.ceil(3 * sigma)
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    img = F.pad(image[None, None], (pad, pad, pad, pad))
+    img = F.conv2d(F.pad(img, (r, r, 0, 0)), kernel.view(1, 1, 1, -1))
+    img = F.conv2d(F.pad(img, (0, 0, r, r)), kernel.view(1, 1, -1, 1))
+    return img[0, 0]
+
+
+def _sample_map(image: torch.Tensor, pad: int, p: torch.Tensor) -> torch.Tensor:
+    """Bilinear value of a padded map (see `_gaussian_blur`) at output px `p (..., 2)`."""
+    hp, wp = image.shape
+    gx = (2 * (p[..., 0] + pad) + 1) / wp - 1
+    gy = (2 * (p[..., 1] + pad) + 1) / hp - 1
+    grid = torch.stack([gx, gy], dim=-1).reshape(1, 1, -1, 2)
+    out = F.grid_sample(image[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(p.shape[:-1])
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """Sparse trajectories densified into a motion field.
+
+    `drags` are `Trajectory`s (a legacy drag (x0, y0, x1, y1) is the two-point trajectory
+    from frame 0 to the last frame). In frame k trajectory i is at P_i(k) and has moved
+    D_i(k) = P_i(k) - P_i(0); its backward flow there is -D_i(k). In between:
+
+    - `densify="rbf"`: Gaussian radial-basis interpolation exp(-r^2 / (2 sigma^2)) whose
+      weights are solved so the field passes exactly through every trajectory point and
+      decays to zero far from them;
+    - `densify="gaussian"`: the sparse displacement map blurred with a large Gaussian
+      (MotionCtrl, Tora, DragNUWA): every constrained pixel (a point, or each pixel of a
+      region) spreads its displacement with the peak-normalised kernel above; where the
+      weights of several constraints add up to more than 1 the field is their weighted
+      mean (normalised convolution) instead of their sum, so it never exceeds the drags.
+      A lone point gives exactly the blurred sparse map.
+
+    A region (`Trajectory.radius_px` or `.mask`) moves rigidly: inside it the flow is
+    exactly -D_i(k) (a later trajectory wins where regions overlap). `still` fixes pixels:
+    a mask image's white pixels have zero flow in every frame (with "gaussian" they also
+    pull the field to zero around them), and "rest" keeps everything outside the moved
+    regions still (every trajectory needs a region). `sigma_px=None` is a quarter of the
+    smaller image side. `forward()` applies the same rules to frame-0 points with forward
+    displacements D_i(k), so it passes through the trajectories; away from them it is the
+    inverse of the backward flow only approximately.
+    """
+
+    drags: tuple = ()
+    sigma_px: float | None = None
+    densify: str = "rbf"
+    still: str | None = None  # None, "rest", or a mask image (white = still)
+    still_mask: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        drags = tuple(
+            d if isinstance(d, Trajectory) else Trajectory(((d[0], d[1]), (d[2], d[3]))) for d in self.drags
+        )
+        object.__setattr__(self, "drags", drags)
+        if not drags:
             raise ValueError("trajectories need at least one drag")
         if self.sigma_px is not None and not self.sigma_px > 0:
             raise ValueError(f"sigma_px must be > 0, got {self.sigma_px}")
+        if self.densify not in DENSIFIERS:
+            raise RecipeError(f"motion.densify must be one of {', '.join(DENSIFIERS)}, got {self.densify!r}")
+        if self.still == "rest":
+            bare = [i for i, d in enumerate(drags) if not d.has_region]
+            if bare:
+                raise RecipeError(
+                    f"motion.still=rest keeps everything outside the dragged regions still; trajectory {bare[0]} "
+                    "has no region (give it r=RADIUS or mask=IMAGE)"
+                )
+        elif self.still is not None and self.still_mask is None:
+            object.__setattr__(self, "still_mask", load_mask(self.still, "motion.still"))
 
     @classmethod
-    def parse(cls, texts: Sequence[str], sigma_px: float | None = None) -> Trajectories:
-        return cls(tuple(parse_drag(t) for t in texts), sigma_px)
+    def parse(
+        cls, texts: Sequence[str], sigma_px: float | None = None, *, densify: str = "rbf", still: str | None = None
+    ) -> Trajectories:
+        return cls(tuple(Trajectory.parse(t) for t in texts), sigma_px, densify, still)
+
+    def check(self, num_frames: int, height: int, width: int) -> None:
+        """RecipeError (one line) for a point outside the frame, a bad pin or a mask of another size."""
+        for d in self.drags:
+            d.check(num_frames, height, width)
+        if self.still_mask is not None and self.still_mask.shape != (height, width):
+            h, w = self.still_mask.shape
+            raise RecipeError(f"motion.still: mask {self.still!r} is {w}x{h}, the video is {width}x{height}")
 
     def _sigma(self, height: int, width: int) -> float:
         return self.sigma_px if self.sigma_px is not None else min(height, width) / 4
-
-    def _ends(self):
-        d = torch.tensor(self.drags, dtype=torch.float64)  # (n, 4)
-        return d[:, :2], d[:, 2:] - d[:, :2]  # start (n, 2), total displacement (n, 2)
 
     @staticmethod
     def _interpolate(centres, values, query, sigma):
@@ -361,30 +577,62 @@ class Trajectories:
         k_mn = torch.exp(-torch.cdist(query, centres).square() / (2 * sigma**2))  # (f, m, n)
         return k_mn @ weights  # (f, m, 2)
 
-    def _progress(self, num_frames: int) -> torch.Tensor:
-        if num_frames == 1:
-            return torch.zeros(1, dtype=torch.float64)
-        return torch.arange(num_frames, dtype=torch.float64) / (num_frames - 1)
+    def _dense(self, query: torch.Tensor, num_frames: int, height: int, width: int, *, backward: bool) -> torch.Tensor:
+        """The field at `query (m, 2)` output px in every frame, `(f, m, 2)` float64.
+
+        backward: flow of frame-k positions (constraints where the trajectories are in frame
+        k, value -D); else forward displacement of frame-0 positions (constraints at frame
+        0, value +D)."""
+        self.check(num_frames, height, width)
+        sigma = self._sigma(height, width)
+        pos = torch.stack([d.positions(num_frames) for d in self.drags], dim=1)  # (f, n, 2)
+        disp = pos - pos[:1]  # (f, n, 2) D_i(k)
+        anchors = pos if backward else pos[:1].expand_as(pos)
+        values = -disp if backward else disp
+        f, m = num_frames, query.shape[0]
+        q = query[None].expand(f, m, 2)
+        # where each constraint's region is, in frame-0 coordinates, for every query
+        shift = disp if backward else torch.zeros_like(disp)
+        src = q[:, :, None, :] - shift[:, None, :, :]  # (f, m, n, 2)
+        if self.densify == "rbf":
+            out = self._interpolate(anchors, values, q, sigma)
+        else:
+            num = torch.zeros(f, m, 2, dtype=torch.float64)
+            den = torch.zeros(f, m, dtype=torch.float64)
+            pad = math.ceil(3 * sigma)
+            for i, d in enumerate(self.drags):
+                if d.has_region:  # blurred membership of the (rigidly moving) region
+                    cells = cell_centres(height, width, (height, width)).permute(1, 2, 0)  # (H, W, 2)
+                    blurred = _gaussian_blur(d.inside(cells).double(), sigma, pad)
+                    g = _sample_map(blurred, pad, src[:, :, i])
+                else:
+                    g = torch.exp(-(q - anchors[:, None, i]).square().sum(-1) / (2 * sigma**2))
+                num += g[..., None] * values[:, None, i]
+                den += g
+            if self.still_mask is not None:
+                blurred = _gaussian_blur(torch.from_numpy(self.still_mask).double(), sigma, pad)
+                den += _sample_map(blurred, pad, q)
+            out = num / den.clamp(min=1.0)[..., None]
+        inside = torch.stack([d.inside(src[:, :, i]) for i, d in enumerate(self.drags)], dim=-1)  # (f, m, n)
+        if self.still == "rest":
+            out = torch.zeros_like(out)
+        elif self.still_mask is not None:
+            out = torch.where(_mask_at(torch.from_numpy(self.still_mask), q)[..., None], 0.0, out)
+        for i in range(len(self.drags)):  # regions last, a later one on top
+            out = torch.where(inside[..., i, None], values[:, None, i], out)
+        return out
 
     def flow(self, num_frames, height, width, grid=None, *, device=None, dtype=torch.float32):
         h, w = _check_size(num_frames, height, width, grid)
-        start, disp = self._ends()
-        u = self._progress(num_frames)[:, None, None]  # (f, 1, 1)
-        here = start[None] + u * disp[None]  # (f, n, 2) drag positions in frame k
-        back = -u * disp[None]  # (f, n, 2) backward flow there
         q = cell_centres(height, width, (h, w)).flatten(1).T  # (h w, 2)
-        out = self._interpolate(here, back, q[None].expand(num_frames, -1, -1), self._sigma(height, width))
+        out = self._dense(q, num_frames, height, width, backward=True)
         flow = out.transpose(1, 2).reshape(num_frames, 2, h, w)
         flow[0] = 0.0
         return flow.to(device=device, dtype=dtype)
 
     def forward(self, points_px, num_frames, height, width):
         p = _points(points_px)
-        start, disp = self._ends()
-        u = self._progress(num_frames)[:, None, None]
-        centres = start[None].expand(num_frames, -1, -1)
-        shift = self._interpolate(centres, u * disp[None], p[None].expand(num_frames, -1, -1), self._sigma(height, width))
-        return (p[None] + shift).float()
+        return (p[None] + self._dense(p, num_frames, height, width, backward=False)).float()
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
@@ -516,13 +764,28 @@ class VideoFlow:
         return torch.from_numpy(out)
 
 
+def check_request(motion: Motion) -> None:
+    """RecipeError (one line) for a bad densifier, sigma or still region of a recipe's
+    `Motion` (what needs no file or frame size; `field_from_recipe` checks the rest)."""
+    if motion.densify not in DENSIFIERS:
+        raise RecipeError(f"motion.densify must be one of {', '.join(DENSIFIERS)}, got {motion.densify!r}")
+    if motion.sigma is not None and not motion.sigma > 0:
+        raise RecipeError(f"motion.sigma must be > 0 (px), got {motion.sigma}")
+    if motion.still is not None and not motion.trajectories:
+        raise RecipeError("motion.still fixes pixels among trajectories; give motion.trajectories too")
+
+
 def field_from_recipe(motion: Motion, num_frames: int, height: int, width: int) -> MotionField:
-    """The motion field a recipe's `Motion` part asks for.
+    """The motion field a recipe's `Motion` part asks for, its inputs checked.
 
     translate/zoom/rotate make a `Translation` (pure pan, the paper's field) or an
     `Affine` camera; `path`, `trajectories` and `from_video` each replace the camera and
     exclude one another (an error names the conflicting fields). `translate=None` is no pan.
+    Trajectory points, pins and mask images are checked against the frame size, and a
+    reference video is read (RecipeError naming the field when it cannot be read or is too
+    short), so bad input fails here, before any model work.
     """
+    check_request(motion)
     sources = [
         name
         for name, on in (
@@ -544,9 +807,14 @@ def field_from_recipe(motion: Motion, num_frames: int, height: int, width: int) 
     if motion.path:
         return KeyframedPath.from_toml(motion.path)
     if motion.trajectories:
-        return Trajectories.parse(motion.trajectories)
+        field = Trajectories.parse(motion.trajectories, motion.sigma, densify=motion.densify, still=motion.still)
+        field.check(num_frames, height, width)
+        return field
     if motion.from_video:
-        return VideoFlow(motion.from_video)
+        video = VideoFlow.from_frames(read_video(motion.from_video))
+        video = replace(video, source=motion.from_video)
+        video._gray_frames(num_frames)  # enough frames, or RecipeError
+        return video
     if motion.zoom <= 0:
         raise RecipeError(f"motion.zoom must be > 0, got {motion.zoom}")
     if motion.zoom == 1.0 and motion.rotate == 0.0:

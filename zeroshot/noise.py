@@ -30,6 +30,7 @@ from zeroshot.recipe import Noise, RecipeError
 __all__ = [
     "PRIORS",
     "check",
+    "flow_warped",
     "freenoise",
     "iid",
     "mixed",
@@ -253,12 +254,146 @@ def freenoise(
     return d.out(torch.gather(base, 2, gather_index))
 
 
+def _degradation_correlation(degradation: float) -> float:
+    """Correlation along the flow between two frames of `flow_warped` at this degradation."""
+    d = degradation
+    return (1 - d) ** 2 / ((1 - d) ** 2 + d**2)
+
+
+def _check_degradation(degradation: float) -> float:
+    if not 0.0 <= degradation <= 1.0:
+        raise ValueError(f"degradation must be in [0, 1], got {degradation}")
+    return float(degradation)
+
+
+def _split_cells(x: torch.Tensor, z: torch.Tensor, s: int) -> torch.Tensor:
+    """Cells `x (B, h, w)` split into s x s sub-cells given fresh `z (B, h s, w s)`:
+    x / s + (z - mean of z over the cell). The sub-cells are iid N(0, 1) when x and z are,
+    and each cell's sub-cells sum to s x exactly (a Brownian-bridge split)."""
+    b, hs, ws = z.shape
+    blocks = z.reshape(b, hs // s, s, ws // s, s)
+    zero_mean = blocks - blocks.mean(dim=(2, 4), keepdim=True)
+    return (x[:, :, None, :, None] / s + zero_mean).reshape(b, hs, ws)
+
+
+def _transport(
+    canvas: torch.Tensor, origin: tuple[int, int], index_x: torch.Tensor, index_y: torch.Tensor, z: torch.Tensor
+) -> torch.Tensor:
+    """One frame's sub-cells `(B, H, W)` taken from canvas sub-cells, re-Gaussianised.
+
+    canvas: `(B, Hc, Wc)` iid N(0, 1) sub-cells; origin: canvas index of frame 0's (0, 0);
+    index_x / index_y: `(H, W)` integer source of every target sub-cell in frame-0 sub-cell
+    units; z: fresh `(B, H, W)`. A canvas value u picked by n targets gives each of them
+    u / sqrt(n) + (z_t - mean of z over the n), so the n copies are iid N(0, 1) and sum to
+    sqrt(n) u (Go-with-the-Flow's regaussianisation); targets whose source is off the
+    canvas take their fresh z.
+    """
+    bsz, hc, wc = canvas.shape
+    ix, iy = index_x.flatten() + origin[1], index_y.flatten() + origin[0]
+    valid = (ix >= 0) & (ix < wc) & (iy >= 0) & (iy < hc)
+    idx = (iy * wc + ix)[valid]
+    flat_z = z.reshape(bsz, -1)
+    out = flat_z.clone()
+    counts = torch.bincount(idx, minlength=hc * wc).to(z.dtype)
+    z_sum = torch.zeros(bsz, hc * wc, dtype=z.dtype, device=z.device).index_add_(1, idx, flat_z[:, valid])
+    n = counts[idx]
+    out[:, valid] = canvas.reshape(bsz, -1)[:, idx] / n.sqrt() + flat_z[:, valid] - z_sum[:, idx] / n
+    return out.reshape(z.shape)
+
+
+def flow_warped(
+    shape: Sequence[int],
+    generator: torch.Generator | None = None,
+    *,
+    flow_px: torch.Tensor | None = None,
+    scale: float | tuple[float, float] = 1.0,
+    degradation: float = 0.0,
+    base: torch.Tensor | None = None,
+    device: Any = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Flow-warped noise: frame 0's noise carried along a motion field, every frame N(0, I).
+
+    Each latent cell is treated as the sum of s x s white-noise sub-cells (s = the flow's
+    sub-grid factor, e.g. the VAE factor: one sub-cell per output pixel). Frame 0's cells
+    are split into sub-cells conditioned on their values (x / s + (z - mean z), the
+    Brownian-bridge split of integral noise warping: Chang et al., "How I Warped Your
+    Noise", ICLR 2024, arXiv 2504.03072); sub-cells beyond frame 0 are fresh. Frame k takes
+    every sub-cell from the frame-0 sub-cell its backward flow points at (nearest) and sums
+    its cell's s x s sub-cells / s. A source taken n times gives its n copies
+    u / sqrt(n) + (z - mean z) with fresh z (the regaussianisation of Go-with-the-Flow:
+    Burgert et al., CVPR 2025, arXiv 2501.08331), so every frame is exactly iid N(0, 1)
+    per cell, spatially independent, whatever the flow, and frames whose flow is zero equal
+    frame 0 bit for bit. An integer shift by whole cells moves frame 0's cells exactly
+    (up to float rounding); newly revealed areas come from the same fresh sub-cells in
+    every frame, so they follow the flow too.
+
+    Correlation: along the flow, two frames' cells correlate by the fraction of sub-cells
+    they share (1 for whole-cell motion); `degradation` d blends fresh noise into every
+    frame, ((1 - d) warped + d fresh) / sqrt((1 - d)^2 + d^2) (Go-with-the-Flow's
+    degradation), which scales it by (1 - d)^2 / ((1 - d)^2 + d^2) (0.5 at d = 0.5).
+    Without a flow (`flow_px=None`) every frame is frame 0 before degradation.
+
+    shape: (b, c, f, h, w). flow_px: `(f, 2, h s, w s)` backward flow in output px at the
+    sub-cell centres (`zeroshot.motion` convention; frame k's content at q comes from
+    q + flow[k](q) in frame 0). scale: output px per latent cell, (sy, sx) or one number.
+    base: frame 0's noise `(b, c, h, w)` (drawn if None). Draw order: base (b, c, 1, h, w);
+    the canvas of sub-cells (b, c, Hc, Wc); per moving frame its z (b, c, h s, w s); the
+    degradation noise (b, c, f, h, w) when d > 0.
+    """
+    b, c, f, h, w = _video_shape(shape)
+    degradation = _check_degradation(degradation)
+    d = _Draw(generator, device, dtype)
+    if base is not None:
+        if tuple(base.shape) != (b, c, h, w):
+            raise ValueError(f"base must have shape {(b, c, h, w)}, got {tuple(base.shape)}")
+        x0 = base.to(device=d.device, dtype=d.work_dtype)
+    else:
+        x0 = d.randn(b, c, 1, h, w)[:, :, 0]
+    frames = [x0] * f
+    if flow_px is not None:
+        if flow_px.ndim != 4 or flow_px.shape[:2] != (f, 2):
+            raise ValueError(f"flow_px must be ({f}, 2, h s, w s), got {tuple(flow_px.shape)}")
+        hs, ws = flow_px.shape[-2:]
+        s = hs // h
+        if s < 1 or (hs, ws) != (h * s, w * s):
+            raise ValueError(f"flow_px's grid {hs}x{ws} is not a whole multiple of the latent grid {h}x{w}")
+        sy, sx = (float(scale), float(scale)) if isinstance(scale, (int, float)) else (float(scale[0]), float(scale[1]))
+        flow = flow_px.to(device=d.device, dtype=d.work_dtype)
+        moving = [k for k in range(f) if bool((flow[k] != 0).any())]
+        if moving:
+            xs = torch.arange(ws, device=d.device, dtype=d.work_dtype)
+            ys = torch.arange(hs, device=d.device, dtype=d.work_dtype)[:, None]
+            src_x = torch.ceil(xs + flow[:, 0] * (s / sx) - 0.5).long()  # (f, hs, ws), ties round down
+            src_y = torch.ceil(ys + flow[:, 1] * (s / sy) - 0.5).long()
+            # the canvas: frame 0's sub-cells and, around them, every source a frame uses
+            # (at most one frame size on each side; sources further out are fresh)
+            lo_x = max(-ws, min(0, int(src_x[moving].min())))
+            hi_x = min(2 * ws - 1, max(ws - 1, int(src_x[moving].max())))
+            lo_y = max(-hs, min(0, int(src_y[moving].min())))
+            hi_y = min(2 * hs - 1, max(hs - 1, int(src_y[moving].max())))
+            canvas = d.randn(b * c, hi_y - lo_y + 1, hi_x - lo_x + 1)
+            oy, ox = -lo_y, -lo_x
+            canvas[:, oy : oy + hs, ox : ox + ws] = _split_cells(
+                x0.reshape(b * c, h, w), canvas[:, oy : oy + hs, ox : ox + ws], s
+            )
+            for k in moving:
+                sub = _transport(canvas, (oy, ox), src_x[k], src_y[k], d.randn(b * c, hs, ws))
+                frames[k] = sub.reshape(b, c, h, s, w, s).sum(dim=(3, 5)) / s
+    out = torch.stack(frames, dim=2)
+    if degradation > 0:
+        fresh = d.randn(b, c, f, h, w)
+        out = ((1 - degradation) * out + degradation * fresh) / math.sqrt((1 - degradation) ** 2 + degradation**2)
+    return d.out(out)
+
+
 PRIORS: dict[str, Callable[..., torch.Tensor]] = {
     "iid": iid,
     "mixed": mixed,
     "progressive": progressive,
     "videofusion": videofusion,
     "freenoise": freenoise,
+    "flow-warped": flow_warped,
 }
 
 
@@ -274,6 +409,7 @@ def _prior_kwargs(noise: Noise) -> dict[str, Any]:
         "progressive": {"alpha": noise.alpha},
         "videofusion": {"lam": noise.lam, "key_frame": noise.key_frame},
         "freenoise": {"window": noise.window, "stride": noise.stride},
+        "flow-warped": {"degradation": noise.degradation},
     }[noise.prior]
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -292,6 +428,8 @@ def check(noise: Noise, num_frames: int | None = None) -> None:
         raise RecipeError(f"noise.window must be >= 1, got {noise.window}")
     if not 1 <= noise.stride <= noise.window:
         raise RecipeError(f"noise.stride must be in [1, noise.window={noise.window}], got {noise.stride}")
+    if noise.degradation is not None and not 0.0 <= noise.degradation <= 1.0:
+        raise RecipeError(f"noise.degradation must be in [0, 1], got {noise.degradation}")
 
 
 def sample(
@@ -394,4 +532,7 @@ def theoretical_correlation(noise: Noise, num_frames: int) -> torch.Tensor:
             out[:, key] = math.sqrt(lam)
             out[key, key] = 1.0
         return out
+    if noise.prior == "flow-warped":
+        rho = _degradation_correlation(kw.get("degradation", 0.0))
+        return rho + (1 - rho) * eye
     return _freenoise_correlation(f, noise.window, noise.stride)

@@ -34,15 +34,22 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--zoom", type=float_arg, help="scale factor per frame")
     p.add_argument("--rotate", type=float_arg, help="degrees per frame")
     p.add_argument("--path", dest="motion_path", help="keyframed camera path (TOML)")
-    p.add_argument("--trajectory", action="append", default=[], metavar="X0,Y0->X1,Y1", help="sparse drag (repeatable)")
+    p.add_argument("--trajectory", action="append", default=[], metavar="'X,Y X,Y[@FRAME] ... [r=R] [mask=IMG]'",
+                   help="a polyline over the frames in output px (points spread evenly, or pinned with @FRAME), "
+                        "optionally dragging a disk (r=) or mask region; 'X0,Y0->X1,Y1' is a drag (repeatable)")
+    p.add_argument("--still", dest="motion_still", metavar="MASK|rest",
+                   help="with --trajectory: pixels that stay still (white in a mask image), or 'rest' (all but the dragged regions)")
     p.add_argument("--motion-from", help="transfer the motion of a reference video")
     p.add_argument("--smooth-bg", nargs="?", const=0.6, type=float_arg, metavar="STRENGTH",
                    help="Text2Video-Zero background smoothing (default strength 0.6)")
-    p.add_argument("--noise", help="noise prior: iid, mixed, progressive, videofusion, freenoise")
+    p.add_argument("--noise", help="noise prior: iid, mixed, progressive, videofusion, freenoise, flow-warped "
+                   "(follows the motion request; with --set motion.dynamics=off instead of T2V-Zero's warp)")
     p.add_argument("--prompt-at", action="append", default=[], metavar="FRAME:PROMPT",
                    help="prompt travel: a prompt pinned to a frame (repeatable); text interpolated between")
     p.add_argument("--chunk", type=int_arg, metavar="N", help="frames per UNet call (memory flat in length)")
     p.add_argument("--noise-alpha", type=float_arg)
+    p.add_argument("--degradation", type=float_arg, metavar="D",
+                   help="--noise flow-warped: share of fresh noise blended in, 0..1 (default 0)")
     p.add_argument("--freeinit", type=int_arg, metavar="N", help="FreeInit iterations")
     p.add_argument("--motion-adapter", help="AnimateDiff MotionAdapter folder or file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
@@ -84,6 +91,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
         "motion.rotate": args.rotate,
         "motion.path": args.motion_path,
         "motion.trajectories": args.trajectory or None,
+        "motion.still": args.motion_still,
+        "noise.degradation": args.degradation,
         "motion.from_video": args.motion_from,
     }
 

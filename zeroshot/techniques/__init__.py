@@ -23,6 +23,7 @@ from zeroshot.techniques import (
     prompt_travel,
     smoothing,
     t2v_zero,
+    warped_noise,
     windows,
 )
 from zeroshot.techniques.run import Run
@@ -31,8 +32,9 @@ from zeroshot.techniques.run import Run
 #: its conditioning (prompt_travel),
 #: then wrappers of the model function (cross_frame innermost, then chunks, which feed it
 #: one chunk at a time, then windows, so each window sees its own frames), then samplers (t2v_zero with
-#: smoothing inside it), and FreeInit around whatever sampler results.
-TECHNIQUES = (noise, animatediff, prompt_travel, cross_frame, chunks, windows, t2v_zero, smoothing, freeinit)
+#: smoothing inside it), FreeInit around whatever sampler results, and flow-warped noise
+#: outermost (it replaces the initial noise that FreeInit and T2V-Zero start from).
+TECHNIQUES = (noise, animatediff, prompt_travel, cross_frame, chunks, windows, t2v_zero, smoothing, freeinit, warped_noise)
 
 
 def check_all(recipe, family) -> None:

@@ -1,0 +1,127 @@
+"""Flow-conditioned generation, training-free, measured on the shapes model (docs/flow.md).
+
+    OMP_NUM_THREADS=1 python bench/flow_check.py [--videos 16] [--variants a,b] [--set KEY=VALUE] [--json out.json]
+
+A keyframed path (frames 0, 4, 7 at (0, 0), (8, -6), (14, 0) px: up-right, then down-right)
+is requested from every variant; each video is read with the shapes detector
+(`zeroshot.shapes.metrics.shapes_metrics`): "error" is the mean norm of (detected centroid
+step - requested step), px/frame, "along" the robust speed along the request. As in
+`bench/motion_check.py`, each variant is measured on the first `--videos` videos of a fixed
+caption x seed list ("all") and on the first `--videos` videos of that list whose frame-0
+shape stays inside the frame along the request ("in view": the model stops shapes at the
+border). Frame 0 does not depend on the motion where it attends only to itself (t2v-zero,
+cross-frame attention); with AnimateDiff's temporal layers it does, so there "in view" also
+selects on the outcome. Means with their standard errors over videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from zeroshot.generate import generate
+from zeroshot.metrics import mean_and_sem
+from zeroshot.models import load
+from zeroshot.recipe import apply_override, get_method, resolve
+from zeroshot.shapes.detector import detect
+from zeroshot.shapes.metrics import shapes_metrics
+
+_spec = importlib.util.spec_from_file_location("motion_check", Path(__file__).with_name("motion_check.py"))
+motion_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(motion_check)
+
+ARC = "[[key]]\nframe = 0\n[[key]]\nframe = 4\ntranslate = [8, -6]\n[[key]]\nframe = 7\ntranslate = [14, 0]\n"
+
+#: variant -> (method, overrides); "{path}" is the arc's path file
+VARIANTS = {
+    "t2v-zero (warp at T')": ("t2v-zero", {}),
+    "t2i + cross-frame + flow-warped": (
+        "t2i", {"cross_frame": "on", "noise.prior": "flow-warped", "motion.dynamics": "off"}
+    ),
+    "t2v-zero + flow-warped": ("t2v-zero", {"noise.prior": "flow-warped"}),
+    "animatediff + flow-warped": ("animatediff", {"noise.prior": "flow-warped", "motion.dynamics": "off"}),
+    "t2i + flow-warped": ("t2i", {"noise.prior": "flow-warped", "motion.dynamics": "off"}),
+}
+KEYS = ("motion_error", "along_px", "requested_speed_px", "consistency", "alignment")
+
+
+def recipe_for(model, method: str, overrides: dict, path: str, settings: list[str]):
+    recipe = get_method(method)
+    for key, value in [("motion.path", path), ("motion.translate", "0,0"), *overrides.items()]:
+        recipe = apply_override(recipe, key, value)
+    for item in settings:
+        key, _, value = item.partition("=")
+        recipe = apply_override(recipe, key, value)
+    return resolve(recipe, model.defaults)
+
+
+def summary(rows: list[dict]) -> dict:
+    out = {}
+    for key in KEYS:
+        m, s = mean_and_sem([r[key] for r in rows])
+        out[key], out[f"{key}_sem"] = m, s
+    out["videos"] = len(rows)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded shapes model)")
+    parser.add_argument("--videos", type=int, default=16, help="videos per column and variant")
+    parser.add_argument("--prompts", type=int, default=16, help="captions of the list (x --seeds)")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
+    parser.add_argument("--json", help="write the numbers here")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    model = load(args.model)
+    jobs = [(p, s) for s in range(args.seeds) for p in motion_check.captions(args.prompts)]
+    results: dict = {"model": model.model_id, "videos": args.videos, "variants": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "arc.toml")
+        Path(path).write_text(ARC)
+        print(f"{'variant':<34} | {'all: error':>16} {'along':>5} | {'in view: error':>16} {'along':>5} {'n / list':>9} | "
+              f"{'consist.':>8} {'align.':>6} {'s':>5}")
+        for name in args.variants.split(","):
+            method, overrides = VARIANTS[name]
+            recipe = recipe_for(model, method, overrides, path, args.set)
+            start = time.perf_counter()
+            everything, in_view, looked = [], [], 0
+            for prompt, seed in jobs:
+                if len(everything) >= args.videos and len(in_view) >= args.videos:
+                    break
+                looked += 1
+                video = generate(model, prompt, recipe, seed=seed, progress=False).frames[0]
+                row = shapes_metrics(video, prompt, recipe.motion)
+                if len(everything) < args.videos:
+                    everything.append(row)
+                if len(in_view) < args.videos and motion_check.stays_in_view(
+                    detect(video[0]).mask, recipe.motion, recipe.num_frames
+                ):
+                    in_view.append(row)
+            a, v = summary(everything), summary(in_view)
+            v["list_examined"] = looked
+            results["variants"][name] = {"all": a, "in_view": v, "overrides": overrides, "method": method}
+            print(
+                f"{name:<34} | {a['motion_error']:7.2f} ± {a['motion_error_sem']:.2f} {a['along_px']:5.2f} | "
+                f"{v['motion_error']:7.2f} ± {v['motion_error_sem']:.2f} {v['along_px']:5.2f} "
+                f"{len(in_view):>4} / {looked:<3} | {v['consistency']:8.2f} {v['alignment']:6.2f} "
+                f"{time.perf_counter() - start:5.0f}",
+                flush=True,
+            )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

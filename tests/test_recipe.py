@@ -12,7 +12,9 @@ import pytest
 
 from zeroshot.recipe import (
     METHODS,
+    SVD,
     AnimateDiff,
+    Chunks,
     CrossFrame,
     FreeInit,
     Motion,
@@ -164,7 +166,10 @@ def test_every_listed_key_is_accepted_by_set():
     recipe with every part on to its current value gives the same recipe back."""
     r = _everything_on()
     r = replace(r, animatediff=AnimateDiff(adapter="a.safetensors", context_length=8),
-                windows=Windows(length=4, stride=2, weighting="flat"))
+                windows=Windows(length=4, stride=2, weighting="flat"), chunks=Chunks(size=3),
+                svd=SVD(fps=6, motion_bucket_id=100, noise_aug_strength=0.05, min_guidance_scale=1.5,
+                        decode_chunk_size=2),
+                prompt_at=("2:a blue dog",), image="first.png")
     keys = recipe_fields()
     assert {f.name for f in fields(Recipe)} <= set(keys)
     for key in keys:

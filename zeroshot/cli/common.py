@@ -73,7 +73,7 @@ def pair_arg(text: str) -> tuple[float, float]:
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """--model, --model-config, --allow-pickle, --lora, --device, --dtype."""
-    p.add_argument("--model", default=None, help="diffusers folder (sd, sdxl, animatediff, unet3d), embedded name (shapes, shapes-v2), "
+    p.add_argument("--model", default=None, help="diffusers folder (sd, sdxl, animatediff, unet3d, svd, cogvideox), embedded name (shapes, shapes-v2), "
                    ".safetensors file or hub id (default: shapes)")
     p.add_argument("--model-config", default=None, help="local diffusers folder with configs for a single file")
     p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints")

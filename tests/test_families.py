@@ -294,3 +294,26 @@ def test_embedded_models_are_addressable_by_name(tmp_path, capsys):
         assert rc == 2 and "not in this installation" in err and len(err.splitlines()) == 1
     else:
         assert models.peek("shapes-v2").model_id == "zeroshot/shapes-v2"
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_sd_per_frame_sampling_matches_stable_diffusion_pipeline(tmp_path, prediction):
+    """SD 1.x (epsilon) and 2.x-style (v-prediction) folders: a one-frame t2i video is the
+    image StableDiffusionPipeline makes from the same noise, with the folder's own scheduler."""
+    from diffusers import StableDiffusionPipeline
+
+    folder = testing.build_sd_folder(tmp_path / prediction, "tiny", seed=0)
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    config["prediction_type"] = prediction
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    pipe = _quiet(StableDiffusionPipeline.from_pretrained, str(folder), safety_checker=None,
+                  requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    theirs = pipe("a red cat", height=32, width=32, num_inference_steps=6, guidance_scale=4.0,
+                  latents=noise.clone(), output_type="np").images[0]
+    model = models.load(str(folder))
+    assert model.scheduler.config.prediction_type == prediction
+    recipe = Recipe(method="t2i", num_frames=1, height=32, width=32, num_inference_steps=6, guidance_scale=4.0)
+    ours = generate(model, "a red cat", recipe, latents=noise[:, :, None], progress=False).frames[0, 0]
+    assert abs(ours.permute(1, 2, 0).numpy() - theirs).max() <= 1e-4

@@ -1,9 +1,9 @@
 """Flow-conditioned generation, training-free, measured on the shapes model (docs/flow.md).
 
-    OMP_NUM_THREADS=1 python bench/flow_check.py [--videos 16] [--variants a,b] [--set KEY=VALUE] [--json out.json]
+    OMP_NUM_THREADS=1 python bench/flow_check.py [--videos 16] [--variants a,b] [--set KEY=VALUE] [--pan DX,DY] [--json out.json]
 
-A keyframed path (frames 0, 4, 7 at (0, 0), (8, -6), (14, 0) px: up-right, then down-right)
-is requested from every variant; each video is read with the shapes detector
+A keyframed path (frames 0, 4, 7 at (0, 0), (8, -6), (14, 0) px: up-right, then down-right;
+`--pan` requests a constant pan instead) is requested from every variant; each video is read with the shapes detector
 (`zeroshot.shapes.metrics.shapes_metrics`): "error" is the mean norm of (detected centroid
 step - requested step), px/frame, "along" the robust speed along the request. As in
 `bench/motion_check.py`, each variant is measured on the first `--videos` videos of a fixed
@@ -22,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,7 +40,8 @@ _spec.loader.exec_module(motion_check)
 
 ARC = "[[key]]\nframe = 0\n[[key]]\nframe = 4\ntranslate = [8, -6]\n[[key]]\nframe = 7\ntranslate = [14, 0]\n"
 
-#: variant -> (method, overrides); "{path}" is the arc's path file
+#: variant -> (method, overrides); `"motion": "off"` generates without the request (iid noise)
+#: and measures the result against it (what the method does unasked)
 VARIANTS = {
     "t2v-zero (warp at T')": ("t2v-zero", {}),
     "t2i + cross-frame + flow-warped": (
@@ -48,13 +50,16 @@ VARIANTS = {
     "t2v-zero + flow-warped": ("t2v-zero", {"noise.prior": "flow-warped"}),
     "animatediff + flow-warped": ("animatediff", {"noise.prior": "flow-warped", "motion.dynamics": "off"}),
     "t2i + flow-warped": ("t2i", {"noise.prior": "flow-warped", "motion.dynamics": "off"}),
+    "animatediff (no request)": ("animatediff", {"motion": "off"}),
+    "animatediff + t2v-zero warp": ("animatediff", {}),
 }
 KEYS = ("motion_error", "along_px", "requested_speed_px", "consistency", "alignment")
 
 
-def recipe_for(model, method: str, overrides: dict, path: str, settings: list[str]):
+def recipe_for(model, method: str, overrides: dict, path: str | None, settings: list[str], pan: str | None = None):
     recipe = get_method(method)
-    for key, value in [("motion.path", path), ("motion.translate", "0,0"), *overrides.items()]:
+    request = [("motion.translate", pan)] if pan else [("motion.path", path), ("motion.translate", "0,0")]
+    for key, value in [*request, *overrides.items()]:
         recipe = apply_override(recipe, key, value)
     for item in settings:
         key, _, value = item.partition("=")
@@ -79,12 +84,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
+    parser.add_argument("--pan", metavar="DX,DY", help="request a constant pan (px/frame) instead of the arc")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model = load(args.model)
     jobs = [(p, s) for s in range(args.seeds) for p in motion_check.captions(args.prompts)]
-    results: dict = {"model": model.model_id, "videos": args.videos, "variants": {}}
+    results: dict = {"model": model.model_id, "videos": args.videos, "request": args.pan or "arc", "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "arc.toml")
         Path(path).write_text(ARC)
@@ -92,14 +98,17 @@ def main(argv=None) -> int:
               f"{'consist.':>8} {'align.':>6} {'s':>5}")
         for name in args.variants.split(","):
             method, overrides = VARIANTS[name]
-            recipe = recipe_for(model, method, overrides, path, args.set)
+            unasked = overrides.get("motion") == "off"
+            request = {k: v for k, v in overrides.items() if k != "motion"}
+            recipe = recipe_for(model, method, request, path, args.set, args.pan)
+            run_recipe = replace(recipe, motion=None) if unasked else recipe
             start = time.perf_counter()
             everything, in_view, looked = [], [], 0
             for prompt, seed in jobs:
                 if len(everything) >= args.videos and len(in_view) >= args.videos:
                     break
                 looked += 1
-                video = generate(model, prompt, recipe, seed=seed, progress=False).frames[0]
+                video = generate(model, prompt, run_recipe, seed=seed, progress=False).frames[0]
                 row = shapes_metrics(video, prompt, recipe.motion)
                 if len(everything) < args.videos:
                     everything.append(row)

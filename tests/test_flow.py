@@ -388,7 +388,7 @@ def test_flow_warped_noise_is_the_initial_noise_on_every_family(family_model, tm
     assert dict(model.denoiser.attn_processors) == processors
     latents = warped_draws[0][1]  # the initial noise (per-step noise, where a sampler draws it, comes after)
     assert latents.shape[0] == 2 and latents.shape[2] == f
-    for j, k in enumerate(latent_frame_sources(f, plain.num_frames)):
+    for j, k in enumerate(latent_frame_sources(f, plain.num_frames, getattr(model, "temporal_compression", None))):
         if 0 < k < w:  # content moves k cells to the right by frame k
             assert torch.allclose(latents[:, :, j, :, k:], latents[:, :, 0, :, :-k], atol=1e-5)
     # the replay's generator as generate() left it before wiring in (svd's encode draws from it)
@@ -469,7 +469,9 @@ def test_recipe_checks_of_the_flow_warped_prior():
 def test_latent_frames_of_time_compressed_networks_follow_every_fourth_frame():
     from zeroshot.techniques.warped_noise import latent_frame_sources
 
-    assert latent_frame_sources(3, 9) == [0, 4, 8]
+    assert latent_frame_sources(3, 9) == [0, 4, 8] == latent_frame_sources(3, 9, 4)
+    assert latent_frame_sources(3, 8, 4) == [0, 4, 7]  # the last latent frame holds frames 5-7
+    assert latent_frame_sources(3, 7) == [0, 3, 6]
     assert latent_frame_sources(8, 8) == list(range(8))
     assert latent_frame_sources(1, 5) == [0]
 

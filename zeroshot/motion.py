@@ -364,6 +364,7 @@ class Trajectory:
     radius_px: float | None = None
     mask: str | None = None
     region: Any = field(default=None, compare=False, repr=False)  # (H, W) bool array of `mask`
+    text: str | None = field(default=None, compare=False, repr=False)  # as the user wrote it
 
     def __post_init__(self):
         if len(self.points) < 2:
@@ -399,7 +400,8 @@ class Trajectory:
             frames.append(_finite(frame, where, text) if at else None)
         if len(points) < 2:
             raise RecipeError(f"{where}: a trajectory needs at least two points, got {len(points)} in {text!r}")
-        return cls(tuple(points), tuple(frames) if any(t is not None for t in frames) else (), radius, mask)
+        pins = tuple(frames) if any(t is not None for t in frames) else ()
+        return cls(tuple(points), pins, radius, mask, text=str(text))
 
     @property
     def has_region(self) -> bool:
@@ -417,10 +419,10 @@ class Trajectory:
                 known[i] = known[a] + (i - a) / (b - a) * (known[b] - known[a])
         return [float(t) for t in known]
 
-    def check(self, num_frames: int, height: int, width: int, text: str | None = None) -> None:
+    def check(self, num_frames: int, height: int, width: int) -> None:
         """RecipeError (one line) if a point is outside the frame, a pin outside the clip
         or out of order, or the mask not of the output size."""
-        where, name = "motion.trajectories", repr(text) if text else "a trajectory"
+        where, name = "motion.trajectories", repr(self.text) if self.text else "a trajectory"
         for x, y in self.points:
             if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
                 raise RecipeError(

@@ -14,7 +14,9 @@ cell) and frame 0 of the initial noise is carried along it. It replaces
 
 `motion.dynamics = false` keeps the motion request for the noise only and skips T2V-Zero's
 warp. For a network whose latent frames are fewer than the video's frames (time-compressed
-latents), latent frame j follows video frame round(j (F - 1) / (f - 1)).
+latents), latent frame j follows video frame c j for a family with causal compression c
+(`temporal_compression`: CogVideoX's latent frame j ends at frame 4j), else
+round(j (F - 1) / (f - 1)).
 
 It wraps the run's sampler last (outermost), so FreeInit and T2V-Zero see the warped noise
 as their initial noise.
@@ -52,14 +54,18 @@ def check(recipe, family) -> None:
         raise RecipeError("smoothing runs inside T2V-Zero's dynamics; it needs motion.dynamics=true")
 
 
-def latent_frame_sources(num_latent_frames: int, num_frames: int) -> list[int]:
-    """The video frame each latent frame follows (all of them when the counts agree)."""
+def latent_frame_sources(num_latent_frames: int, num_frames: int, compression: int | None = None) -> list[int]:
+    """The video frame each latent frame follows: all of them when the counts agree; with a
+    causal time compression c (latent frame j ends at video frame c j), frame min(c j, F - 1);
+    otherwise frames spread evenly, round(j (F - 1) / (f - 1))."""
     if num_latent_frames == num_frames or num_latent_frames == 1:
         return list(range(num_latent_frames))
+    if compression:
+        return [min(compression * j, num_frames - 1) for j in range(num_latent_frames)]
     return [round(j * (num_frames - 1) / (num_latent_frames - 1)) for j in range(num_latent_frames)]
 
 
-def latent_flow(recipe, latent_shape) -> tuple[torch.Tensor, tuple[float, float]]:
+def latent_flow(recipe, latent_shape, compression: int | None = None) -> tuple[torch.Tensor, tuple[float, float]]:
     """The motion request's backward flow for every latent frame at the output-pixel grid,
     `(f, 2, H, W)` in output px, and the output px per latent cell (sy, sx)."""
     from zeroshot.motion import field_from_recipe
@@ -68,7 +74,7 @@ def latent_flow(recipe, latent_shape) -> tuple[torch.Tensor, tuple[float, float]
     f, h, w = latent_shape[-3:]
     field = field_from_recipe(recipe.motion, F, H, W)
     flow = field.flow(F, H, W, grid=(H, W))
-    return flow[latent_frame_sources(f, F)], (H / h, W / w)
+    return flow[latent_frame_sources(f, F, compression)], (H / h, W / w)
 
 
 def apply(run) -> None:
@@ -77,7 +83,7 @@ def apply(run) -> None:
         return
     model = run.model
     shape = model.latent_shape(1, recipe.num_frames, recipe.height, recipe.width)
-    flow, scale = latent_flow(recipe, shape)
+    flow, scale = latent_flow(recipe, shape, getattr(model, "temporal_compression", None))
     degradation = recipe.noise.degradation or 0.0
 
     def draw(shape, base=None) -> torch.Tensor:

@@ -477,16 +477,26 @@ def _mask_at(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return ok & mask[iy.clamp(0, h - 1), ix.clamp(0, w - 1)]
 
 
+def _convolve_axis(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+    """Zero-padded linear convolution of `x` with an odd, centred 1-D `kernel` along `dim`,
+    same size as `x` (by FFT: large kernels cost what small ones do)."""
+    n, k = x.shape[dim], kernel.numel()
+    size = n + k - 1
+    spectrum = torch.fft.rfft(x, n=size, dim=dim)
+    shape = [1] * x.ndim
+    shape[dim] = -1
+    out = torch.fft.irfft(spectrum * torch.fft.rfft(kernel, n=size).view(shape), n=size, dim=dim)
+    return out.narrow(dim, (k - 1) // 2, n)
+
+
 def _gaussian_blur(image: torch.Tensor, sigma: float, pad: int) -> torch.Tensor:
     """`(H, W)` float64 map zero-padded by `pad` on each side and blurred with the
-    peak-normalised kernel exp(-d^2 / (2 sigma^2)) (not divided by its sum)."""
+    peak-normalised kernel exp(-d^2 / (2 sigma^2)), truncated at 3 sigma (not divided by its sum)."""
     r = math.ceil(3 * sigma)
     x = torch.arange(-r, r + 1, dtype=torch.float64)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    img = F.pad(image[None, None], (pad, pad, pad, pad))
-    img = F.conv2d(F.pad(img, (r, r, 0, 0)), kernel.view(1, 1, 1, -1))
-    img = F.conv2d(F.pad(img, (0, 0, r, r)), kernel.view(1, 1, -1, 1))
-    return img[0, 0]
+    img = F.pad(image, (pad, pad, pad, pad))
+    return _convolve_axis(_convolve_axis(img, kernel, 1), kernel, 0)
 
 
 def _sample_map(image: torch.Tensor, pad: int, p: torch.Tensor) -> torch.Tensor:
@@ -906,15 +916,19 @@ def warp(
 
 
 __all__ = [
+    "DENSIFIERS",
     "Affine",
     "Keyframe",
     "KeyframedPath",
     "MotionField",
     "Trajectories",
+    "Trajectory",
     "Translation",
     "VideoFlow",
     "cell_centres",
+    "check_request",
     "field_from_recipe",
+    "load_mask",
     "optical_flow",
     "parse_drag",
     "read_video",

@@ -6,7 +6,7 @@ resident memory (ru_maxrss) and wall time of one `generate()` call; ratios are a
 defaults: 64 px, 25 steps) and the random `mid`-size SD-topology UNet (128 px, 10 steps,
 guidance 7.5).
 
-    python bench/long_video.py [--frames 16 64 256] [--chunk 8] [--models embedded mid]
+    python bench/long_video.py [--frames 16 64 256] [--chunk 8] [--models embedded mid] [--chunked-only]
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
     ap.add_argument("--chunk", type=int, default=8)
     ap.add_argument("--models", nargs="+", default=["embedded", "mid"])
+    ap.add_argument("--chunked-only", action="store_true", help="skip the unchunked runs")
     ap.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -67,7 +68,7 @@ def main() -> None:
            "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     print(f"{'model':9s} {'chunk':>5s} {'frames':>6s} {'peak MiB':>9s} {'x 16f':>6s} {'s':>7s} {'s/frame':>8s}")
     for name in args.models:
-        for chunk in (0, args.chunk):
+        for chunk in (args.chunk,) if args.chunked_only else (0, args.chunk):
             base = None
             for frames in args.frames:
                 cmd = [sys.executable, __file__, "--child", name, str(frames), str(chunk)]

@@ -27,6 +27,48 @@ def _merges_for(word: str) -> list[tuple[str, str]]:
     return merges
 
 
+def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """The pieces byte-pair encoding makes of `word` (CLIP's rule: merge the lowest-ranked
+    adjacent pair, everywhere, until none is left)."""
+    pieces = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(pieces) > 1:
+        pairs = [(ranks.get(p, len(ranks)), i) for i, p in enumerate(zip(pieces, pieces[1:]))]
+        rank, _ = min(pairs)
+        if rank == len(ranks):
+            break
+        best = [p for p in zip(pieces, pieces[1:]) if ranks.get(p) == rank][0]
+        out, i = [], 0
+        while i < len(pieces):
+            if i + 1 < len(pieces) and (pieces[i], pieces[i + 1]) == best:
+                out.append(pieces[i] + pieces[i + 1])
+                i += 2
+            else:
+                out.append(pieces[i])
+                i += 1
+        pieces = out
+    return pieces
+
+
+def _ordered_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Every word's merge chain, ranked so that each word encodes to one token.
+
+    BPE applies the lowest-ranked merge first, so one word's merges can cut another apart
+    ("r e" of "red" inside "checkered"; "t r" of "triangle" inside "striped"). Longer words
+    rank first, and a word that still splits moves to the front until none does.
+    """
+    order = sorted(words, key=len, reverse=True)
+    for _ in range(len(words) + 1):
+        merges: list[tuple[str, str]] = []
+        for w in order:
+            merges.extend(pair for pair in _merges_for(w) if pair not in merges)
+        ranks = {pair: i for i, pair in enumerate(merges)}
+        split = [w for w in order if _bpe(w, ranks) != [w + "</w>"]]
+        if not split:
+            return merges
+        order = split + [w for w in order if w not in split]
+    raise ValueError(f"vocabulary words that cannot each be one token: {', '.join(split)}")
+
+
 def normalise_words(words) -> list[str]:
     """Lower-case, de-duplicated, order-preserving list of plain words."""
     out: list[str] = []
@@ -55,12 +97,10 @@ def word_tokenizer(words, directory, *, max_length: int = 77):
     for c in chars:
         vocab.setdefault(c, len(vocab))
         vocab.setdefault(c + "</w>", len(vocab))
-    merges: list[tuple[str, str]] = []
     for w in words:
         for a, b in _merges_for(w):
-            if (a, b) not in merges:
-                merges.append((a, b))
             vocab.setdefault(a + b, len(vocab))
+    merges = _ordered_merges(words)
     for w in words:
         vocab.setdefault(w + "</w>", len(vocab))
     vocab[BOS] = len(vocab)
@@ -74,8 +114,13 @@ def word_tokenizer(words, directory, *, max_length: int = 77):
     (directory / "special_tokens_map.json").write_text(
         json.dumps({"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS})
     )
+    (directory / "tokenizer.json").unlink(missing_ok=True)  # a stale one would override the files above
     CLIPTokenizer.from_pretrained(str(directory)).save_pretrained(str(directory))
-    return CLIPTokenizer.from_pretrained(str(directory))
+    tokenizer = CLIPTokenizer.from_pretrained(str(directory))
+    split = [w for w in words if len(tokenizer(w, add_special_tokens=False).input_ids) != 1]
+    if split:
+        raise ValueError(f"vocabulary words that do not encode to one token: {', '.join(split)}")
+    return tokenizer
 
 
 def unknown_words(prompt: str, vocabulary) -> list[str]:

@@ -98,6 +98,53 @@ def guided(forward: Forward, guidance_scale: float | torch.Tensor) -> ModelFn:
     return model_fn
 
 
+class Components:
+    """What every family's dataclass shares: wrapping a diffusers pipeline's components (listed
+    by `component_names()`), where they live (`denoiser`'s device and dtype), moving them."""
+
+    @classmethod
+    def component_names(cls) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):
+        """Wrap the components of a diffusers pipeline (shared, not copied)."""
+        name = model_id or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "pipeline")
+        return cls(
+            **{k: getattr(pipe, k) for k in cls.component_names()},
+            model_id=str(name),
+            defaults=dict(defaults or {}),
+            vocabulary=vocabulary,
+            path=None if path is None else str(path),
+        )
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [m for m in (getattr(self, k) for k in self.component_names()) if isinstance(m, torch.nn.Module)]
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The denoising network; attention hooks go on it."""
+        return self.unet
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.dtype
+
+    def to(self, device=None, dtype=None):
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        for module in self.modules():
+            module.to(**kwargs)
+        return self
+
+
 class VideoModel(Protocol):
     """The protocol every family implements (see zeroshot/families/*.py)."""
 

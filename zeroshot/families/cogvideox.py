@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Cond, ModelFn, guided
+from zeroshot.families.base import Components, Cond, ModelFn, guided
 from zeroshot.recipe import RecipeError
 
 #: Recipe schedulers a cogvideox model takes: its own (CogVideoX's DDIM, with the SNR shift).
@@ -29,7 +29,7 @@ SCHEDULERS = ("auto",)
 
 
 @dataclass
-class CogVideoX:
+class CogVideoX(Components):
     """The frozen components of a CogVideoX model, as a video model."""
 
     transformer: Any
@@ -67,7 +67,6 @@ class CogVideoX:
     def component_names(cls) -> tuple[str, ...]:
         return ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 
-    # Copied from zeroshot.families.sd.SD.from_pipeline
     @classmethod
     def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):
         """Wrap the components of a diffusers pipeline (shared, not copied)."""
@@ -79,14 +78,7 @@ class CogVideoX:
                 "draws its own noise inside each step); CogVideoXDDIMScheduler with the same config runs: set it "
                 "as _class_name in the folder's scheduler/scheduler_config.json"
             )
-        name = model_id or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "pipeline")
-        return cls(
-            **{k: getattr(pipe, k) for k in cls.component_names()},
-            model_id=str(name),
-            defaults=dict(defaults or {}),
-            vocabulary=vocabulary,
-            path=None if path is None else str(path),
-        )
+        return super().from_pipeline(pipe, model_id=model_id, defaults=defaults, vocabulary=vocabulary, path=path)
 
     def pipeline(self):
         """A diffusers pipeline over these components (shared)."""
@@ -94,33 +86,11 @@ class CogVideoX:
 
         return CogVideoXPipeline(**{k: getattr(self, k) for k in self.component_names()})
 
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.transformer, self.vae, self.text_encoder]
-
     # ------------------------------------------------------------------ properties
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
 
     @property
     def denoiser(self) -> torch.nn.Module:
         return self.transformer
-
-    # Copied from zeroshot.families.sd.SD.to
-    def to(self, device=None, dtype=None):
-        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for module in self.modules():
-            module.to(**kwargs)
-        return self
 
     # ------------------------------------------------------------------ the recipe
 

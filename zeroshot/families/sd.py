@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Cond, ModelFn, guided
+from zeroshot.families.base import Components, Cond, ModelFn, guided
 
 
 @dataclass
-class SD:
+class SD(Components):
     """The frozen components of a Stable Diffusion model, as a video model."""
 
     unet: Any
@@ -41,18 +41,6 @@ class SD:
     def component_names(cls) -> tuple[str, ...]:
         return ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
-    @classmethod
-    def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):
-        """Wrap the components of a diffusers pipeline (shared, not copied)."""
-        name = model_id or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "pipeline")
-        return cls(
-            **{k: getattr(pipe, k) for k in cls.component_names()},
-            model_id=str(name),
-            defaults=dict(defaults or {}),
-            vocabulary=vocabulary,
-            path=None if path is None else str(path),
-        )
-
     def pipeline(self):
         """A diffusers pipeline over these components (shared), e.g. for its LoRA loaders."""
         from diffusers import StableDiffusionPipeline
@@ -63,34 +51,6 @@ class SD:
             feature_extractor=None,
             requires_safety_checker=False,
         )
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.unet, self.vae, self.text_encoder]
-
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        """The module whose attention processors hooks replace."""
-        return self.unet
-
-    def to(self, device=None, dtype=None):
-        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for module in self.modules():
-            module.to(**kwargs)
-        return self
 
     # ------------------------------------------------------------------ the protocol
 

@@ -47,9 +47,6 @@ class SDXL(SD):
             force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt,
         )
 
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.unet, self.vae, self.text_encoder, self.text_encoder_2]
-
     @torch.no_grad()
     def encode(self, prompts: list[str], negative: list[str] | None = None) -> Cond:
         """`prompt_embeds` (b, L, D1 + D2) and pooled `text_embeds` (b, D2); an all-empty

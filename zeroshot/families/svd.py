@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Cond, ModelFn, guided, open_image
+from zeroshot.families.base import Components, Cond, ModelFn, guided, open_image
 from zeroshot.recipe import SVD as Settings
 from zeroshot.recipe import RecipeError
 
@@ -31,7 +31,7 @@ SCHEDULERS = ("auto", "euler")
 
 
 @dataclass
-class SVD:
+class SVD(Components):
     """The frozen components of a Stable Video Diffusion model, as a video model."""
 
     unet: Any
@@ -63,52 +63,11 @@ class SVD:
     def component_names(cls) -> tuple[str, ...]:
         return ("unet", "vae", "image_encoder", "feature_extractor", "scheduler")
 
-    # Copied from zeroshot.families.sd.SD.from_pipeline
-    @classmethod
-    def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):
-        """Wrap the components of a diffusers pipeline (shared, not copied)."""
-        name = model_id or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "pipeline")
-        return cls(
-            **{k: getattr(pipe, k) for k in cls.component_names()},
-            model_id=str(name),
-            defaults=dict(defaults or {}),
-            vocabulary=vocabulary,
-            path=None if path is None else str(path),
-        )
-
     def pipeline(self):
         """A diffusers pipeline over these components (shared)."""
         from diffusers import StableVideoDiffusionPipeline
 
         return StableVideoDiffusionPipeline(**{k: getattr(self, k) for k in self.component_names()})
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.unet, self.vae, self.image_encoder]
-
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        return self.unet
-
-    # Copied from zeroshot.families.sd.SD.to
-    def to(self, device=None, dtype=None):
-        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for module in self.modules():
-            module.to(**kwargs)
-        return self
 
     # ------------------------------------------------------------------ the recipe
 

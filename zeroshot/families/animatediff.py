@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from zeroshot.families.base import layers_of_kind
 from zeroshot.families.sd import SD, _per_frame
 
 
@@ -63,12 +64,5 @@ class AnimateDiff(SD):
         return self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=ctx.to(self.unet.dtype)).sample
 
     def attention_layers(self, kind: str) -> list[str]:
-        names = list(self.unet.attn_processors)
-        spatial = [n for n in names if "motion_modules" not in n]
-        if kind == "spatial_self":
-            return [n for n in spatial if ".attn1." in n]
-        if kind == "cross":
-            return [n for n in spatial if ".attn2." in n]
-        if kind == "temporal":
-            return [n for n in names if "motion_modules" in n]
-        raise ValueError(f"attention kind must be spatial_self, cross or temporal, got {kind!r}")
+        """Image layers as in `sd`; temporal attention in the `motion_modules`."""
+        return layers_of_kind(list(self.unet.attn_processors), lambda n: "motion_modules" in n, kind)

@@ -98,6 +98,21 @@ def guided(forward: Forward, guidance_scale: float | torch.Tensor) -> ModelFn:
     return model_fn
 
 
+def layers_of_kind(names, is_temporal, kind: str) -> list[str]:
+    """Attention processor names of one kind (`ATTENTION_KINDS`), given which are temporal:
+    per-frame spatial self-attention (attn1) and text/image cross-attention (attn2) among the
+    others, and the temporal ones."""
+    temporal = [n for n in names if is_temporal(n)]
+    spatial = [n for n in names if not is_temporal(n)]
+    if kind == "spatial_self":
+        return [n for n in spatial if ".attn1." in n]
+    if kind == "cross":
+        return [n for n in spatial if ".attn2." in n]
+    if kind == "temporal":
+        return temporal
+    raise ValueError(f"attention kind must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
+
+
 class Components:
     """What every family's dataclass shares: wrapping a diffusers pipeline's components (listed
     by `component_names()`), where they live (`denoiser`'s device and dtype), moving them."""

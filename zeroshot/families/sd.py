@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Components, Cond, ModelFn, guided
+from zeroshot.families.base import Components, Cond, ModelFn, guided, layers_of_kind
 
 
 @dataclass
@@ -95,14 +95,7 @@ class SD(Components):
     def attention_layers(self, kind: str) -> list[str]:
         """Processor names of one kind: per-frame spatial self-attention (attn1), text
         cross-attention (attn2); an image UNet has no temporal attention."""
-        names = list(self.unet.attn_processors)
-        if kind == "spatial_self":
-            return [n for n in names if ".attn1." in n]
-        if kind == "cross":
-            return [n for n in names if ".attn2." in n]
-        if kind == "temporal":
-            return []
-        raise ValueError(f"attention kind must be spatial_self, cross or temporal, got {kind!r}")
+        return layers_of_kind(list(self.unet.attn_processors), lambda n: False, kind)
 
 
 def unet2d_forward(unet, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:

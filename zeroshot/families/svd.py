@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Components, Cond, ModelFn, guided, open_image
+from zeroshot.families.base import Components, Cond, ModelFn, guided, layers_of_kind, open_image
 from zeroshot.recipe import SVD as Settings
 from zeroshot.recipe import RecipeError
 
@@ -205,16 +205,7 @@ class SVD(Components):
     def attention_layers(self, kind: str) -> list[str]:
         """Spatial blocks (`transformer_blocks`: attn1 per-frame self-attention, attn2 image
         cross-attention) and temporal ones (`temporal_transformer_blocks`)."""
-        names = list(self.unet.attn_processors)
-        temporal = [n for n in names if ".temporal_transformer_blocks." in n]
-        spatial = [n for n in names if n not in temporal]
-        if kind == "spatial_self":
-            return [n for n in spatial if ".attn1." in n]
-        if kind == "cross":
-            return [n for n in spatial if ".attn2." in n]
-        if kind == "temporal":
-            return temporal
-        raise ValueError(f"attention kind must be spatial_self, cross or temporal, got {kind!r}")
+        return layers_of_kind(list(self.unet.attn_processors), lambda n: ".temporal_transformer_blocks." in n, kind)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import torch
 
+from zeroshot.families.base import layers_of_kind
 from zeroshot.families.sd import SD
 
 
@@ -33,13 +34,9 @@ class UNet3D(SD):
         return self.unet(x, t, encoder_hidden_states=c["prompt_embeds"], return_dict=False)[0]
 
     def attention_layers(self, kind: str) -> list[str]:
-        names = list(self.unet.attn_processors)
-        temporal = [n for n in names if ".temp_attentions." in n or n.startswith("transformer_in.")]
-        spatial = [n for n in names if n not in temporal]
-        if kind == "spatial_self":
-            return [n for n in spatial if ".attn1." in n]
-        if kind == "cross":
-            return [n for n in spatial if ".attn2." in n]
-        if kind == "temporal":
-            return temporal
-        raise ValueError(f"attention kind must be spatial_self, cross or temporal, got {kind!r}")
+        """Spatial blocks (`attentions`) and temporal ones (`temp_attentions`, `transformer_in`)."""
+        return layers_of_kind(
+            list(self.unet.attn_processors),
+            lambda n: ".temp_attentions." in n or n.startswith("transformer_in."),
+            kind,
+        )

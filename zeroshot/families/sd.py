@@ -129,10 +129,19 @@ def _per_frame(embeds: torch.Tensor, f: int, ndim: int = 3) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_frames(vae, latents: torch.Tensor, *, chunk: int = 2) -> torch.Tensor:
-    """Decode `(b, c, f, h, w)` latents frame by frame to `(b, f, 3, H, W)` in [0, 1]."""
+    """Decode `(b, c, f, h, w)` latents frame by frame to `(b, f, 3, H, W)` in [0, 1].
+
+    Each chunk of `chunk` frames is decoded and written into the output at once, so the
+    decoded video is held once (not as a list of chunks plus their concatenation).
+    """
     n, c, f, h, w = latents.shape
     flat = latents.permute(0, 2, 1, 3, 4).reshape(n * f, c, h, w) / vae.config.scaling_factor
     flat = flat.to(vae.dtype)
-    images = [vae.decode(part, return_dict=False)[0] for part in flat.split(chunk)]
-    frames = (torch.cat(images) / 2 + 0.5).clamp(0, 1).float().cpu()
-    return frames.reshape(n, f, *frames.shape[1:])
+    out = None
+    for start in range(0, n * f, chunk):
+        image = vae.decode(flat[start : start + chunk], return_dict=False)[0]
+        image = (image / 2 + 0.5).clamp(0, 1).float().cpu()
+        if out is None:
+            out = torch.empty((n * f, *image.shape[1:]), dtype=torch.float32)
+        out[start : start + len(image)] = image
+    return out.reshape(n, f, *out.shape[1:])

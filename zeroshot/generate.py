@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from zeroshot import noise as noise_priors
-from zeroshot.families import VideoModel, family_recipe, from_pipeline, inputs_for
+from zeroshot.families import VideoModel, family_recipe, from_pipeline
 from zeroshot.recipe import Recipe, RecipeError, get_method, natural_method, resolve, validate
 from zeroshot.techniques import Run, apply_all, freeinit, t2v_zero
 
@@ -116,6 +116,25 @@ def decode(vae, latents: torch.Tensor, *, chunk: int = 2) -> torch.Tensor:
     return decode_frames(vae, latents, chunk=chunk)
 
 
+def initial_noise(recipe: Recipe, shape, generator, *, latents=None, renoise_noise=None, **draw) -> torch.Tensor:
+    """The initial noise: `latents` if given (checked, with `renoise_noise`, against `shape`),
+    else drawn from the recipe's prior."""
+    for name, given in (("latents", latents), ("renoise_noise", renoise_noise)):
+        if given is not None and tuple(given.shape) != tuple(shape):
+            raise RecipeError(f"{name} must have shape {tuple(shape)} for this recipe and model, got {tuple(given.shape)}")
+    if latents is None:
+        return noise_priors.sample(recipe.noise, shape, generator, **draw)
+    return latents.to(**draw)
+
+
+def progress_bar(recipe: Recipe):
+    """A progress bar over the recipe's network calls."""
+    from tqdm.auto import tqdm
+
+    label = f"{recipe.method} {recipe.num_frames}x{recipe.height}x{recipe.width}"
+    return tqdm(total=denoising_steps(recipe), desc=label, leave=False)
+
+
 def as_video_model(model) -> VideoModel:
     """A loaded model as is; a diffusers pipeline object wrapped in its family (shared)."""
     return model if hasattr(model, "attention_layers") else from_pipeline(model)
@@ -152,28 +171,11 @@ def generate(
     generator = generator or torch.Generator("cpu").manual_seed(0 if seed is None else seed)
     shape = model.latent_shape(num_videos, recipe.num_frames, recipe.height, recipe.width)
     draw = dict(device=model.device, dtype=model.dtype)
-    for name, given in (("latents", latents), ("renoise_noise", renoise_noise)):
-        if given is not None and tuple(given.shape) != tuple(shape):
-            raise RecipeError(f"{name} must have shape {tuple(shape)} for this recipe and model, got {tuple(given.shape)}")
-    if latents is None:
-        latents = noise_priors.sample(recipe.noise, shape, generator, **draw)
+    noise = initial_noise(recipe, shape, generator, latents=latents, renoise_noise=renoise_noise, **draw)
     with contextlib.ExitStack() as stack:
         run = Run(model, recipe, prompt, stack, generator, shape=shape, callback=callback, renoise_noise=renoise_noise)
         apply_all(run)
-        negative = [recipe.negative_prompt] * num_videos if recipe.guidance_scale > 1.0 else None
-        extra = inputs_for(run.encode, image=recipe.image, recipe=recipe, generator=generator)
-        run.cond = run.encode([prompt] * num_videos, negative, **extra)
-        if progress:
-            from tqdm.auto import tqdm
-
-            label = f"{recipe.method} {recipe.num_frames}x{recipe.height}x{recipe.width}"
-            run.progress = stack.enter_context(tqdm(total=denoising_steps(recipe), desc=label, leave=False))
-        x0 = run.sample(latents.to(**draw), recipe.num_inference_steps)
-    return VideoResult(
-        frames=run.model.decode(x0, **inputs_for(run.model.decode, recipe=recipe)),
-        latents=x0.float().cpu(),
-        recipe=recipe,
-        prompt=prompt,
-        seed=seed,
-        model_id=model.model_id,
-    )
+        run.encode_prompt(num_videos)
+        run.progress = stack.enter_context(progress_bar(recipe)) if progress else None
+        x0 = run.sample(noise, recipe.num_inference_steps)
+    return VideoResult(run.decode(x0), x0.float().cpu(), recipe, prompt, seed, model.model_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from zeroshot.families.base import Cond, ModelFn
+from zeroshot.families.base import Cond, ModelFn, inputs_for
 from zeroshot.sampling import denoise, make_scheduler
 
 #: (initial latents at the first timestep (b, c, f, h, w), number of steps) -> clean latents
@@ -52,6 +52,19 @@ class Run:
         self.reset_model_fn()
         self.sample = self.plain_sample
         self.encode = self.model.encode  # (prompts, negative) -> Cond; prompt travel replaces it
+
+    def encode_prompt(self, num_videos: int) -> Cond:
+        """The run's conditioning: the prompt (and its negative when guided) for every video,
+        plus what the family's `encode` names (an input image, the recipe, the generator)."""
+        r = self.recipe
+        negative = [r.negative_prompt] * num_videos if r.guidance_scale > 1.0 else None
+        extra = inputs_for(self.encode, image=r.image, recipe=r, generator=self.generator)
+        self.cond = self.encode([self.prompt] * num_videos, negative, **extra)
+        return self.cond
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Frames `(b, f, 3, H, W)` in [0, 1] of clean latents, by the run's model."""
+        return self.model.decode(latents, **inputs_for(self.model.decode, recipe=self.recipe))
 
     def reset_model_fn(self) -> None:
         """The model's own guided model function (after a technique replaced the model)."""

@@ -113,9 +113,16 @@ def layers_of_kind(names, is_temporal, kind: str) -> list[str]:
     raise ValueError(f"attention kind must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
 
 
+@dataclass(kw_only=True)
 class Components:
-    """What every family's dataclass shares: wrapping a diffusers pipeline's components (listed
-    by `component_names()`), where they live (`denoiser`'s device and dtype), moving them."""
+    """What every family's dataclass shares: the model's identity and recommendations, wrapping
+    a diffusers pipeline's components (listed by `component_names()`), where they live
+    (`denoiser`'s device and dtype), moving them."""
+
+    model_id: str = "unknown"
+    defaults: dict[str, Any] = field(default_factory=dict)  # recommended recipe settings (zeroshot.json)
+    vocabulary: list[str] | None = None  # the words a closed-vocabulary model knows
+    path: str | None = None  # the folder it was loaded from (relative defaults resolve here)
 
     @classmethod
     def component_names(cls) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ cross-attention.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -37,10 +37,6 @@ class CogVideoX(Components):
     text_encoder: Any
     tokenizer: Any
     scheduler: Any
-    model_id: str = "unknown"
-    defaults: dict[str, Any] = field(default_factory=dict)
-    vocabulary: list[str] | None = None
-    path: str | None = None
 
     family: ClassVar[str] = "cogvideox"
     pipelines: ClassVar[tuple[str, ...]] = ("CogVideoXPipeline",)

@@ -7,7 +7,7 @@ through the hooks techniques install (cross-frame attention) or the latents they
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -24,10 +24,6 @@ class SD(Components):
     text_encoder: Any
     tokenizer: Any
     scheduler: Any
-    model_id: str = "unknown"
-    defaults: dict[str, Any] = field(default_factory=dict)
-    vocabulary: list[str] | None = None
-    path: str | None = None  # the folder it was loaded from (relative defaults resolve here)
 
     family: ClassVar[str] = "sd"
     #: diffusers pipeline classes (model_index.json `_class_name`) this family loads.

@@ -15,7 +15,7 @@ The text prompt conditions nothing (it names the output).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -39,10 +39,6 @@ class SVD(Components):
     image_encoder: Any
     feature_extractor: Any
     scheduler: Any
-    model_id: str = "unknown"
-    defaults: dict[str, Any] = field(default_factory=dict)
-    vocabulary: list[str] | None = None
-    path: str | None = None
 
     family: ClassVar[str] = "svd"
     pipelines: ClassVar[tuple[str, ...]] = ("StableVideoDiffusionPipeline",)

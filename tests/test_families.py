@@ -38,8 +38,8 @@ def _quiet(fn, *args, **kwargs):
 # --- the contract: every family through generate(), the CLI and zeroshot render ---------
 
 
-#: Frames of the contract's videos where the family cannot make 4 (cogvideox: 1, 8k or 8k + 1).
-FRAMES = {"cogvideox": 8}
+#: Frames of the contract's videos where the family cannot make 4 (cogvideox: 1, 8k or 8k + 1; wan: 4k + 1).
+FRAMES = {"cogvideox": 8, "wan": 5}
 
 
 def _contract_recipes(family) -> list[Recipe]:
@@ -86,7 +86,7 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
     assert main(["generate", "a red cat", "--model", str(folder), "--out", str(video), *args]) == 0
     record = json.loads(video.with_suffix(".json").read_text())
     natural = {"sd": "t2v-zero", "sdxl": "t2v-zero", "animatediff": "animatediff", "unet3d": "video", "svd": "video",
-               "cogvideox": "video"}
+               "cogvideox": "video", "wan": "video"}
     assert record["recipe"]["method"] == natural[name]
     preset = tmp_path / "p.toml"
     preset.write_text(
@@ -215,6 +215,9 @@ def test_cross_frame_on_unet3d_wraps_only_spatial_layers(folders):
         ("cogvideox", Recipe(method="video", cross_frame=CrossFrame()), "3-D attention"),
         ("cogvideox", Recipe(method="t2v-zero", motion=Motion()), "compress time"),
         ("cogvideox", Recipe(method="video", freeinit=__import__("zeroshot.recipe").recipe.FreeInit()), "zero SNR"),
+        ("wan", Recipe(method="video", cross_frame=CrossFrame()), "3-D attention"),
+        ("wan", Recipe(method="t2v-zero", motion=Motion()), "compress time"),
+        ("wan", Recipe(method="video", freeinit=__import__("zeroshot.recipe").recipe.FreeInit()), "zero SNR"),
     ],
 )
 def test_techniques_a_family_cannot_take_are_refused_in_one_line(family, recipe, needle):

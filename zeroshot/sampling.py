@@ -52,6 +52,11 @@ def _step_params(cls) -> frozenset[str]:
     return frozenset(inspect.signature(cls.step).parameters)
 
 
+def init_noise_sigma(scheduler) -> float:
+    """The scale of the first step's noise (1 for flow-matching schedulers, which have none)."""
+    return getattr(scheduler, "init_noise_sigma", 1.0)
+
+
 def step(scheduler, eps, t, latents, *, eta=0.0, generator=None, noise_fn: NoiseFn | None = None):
     """One scheduler step; a stochastic step draws its noise from `noise_fn` if given.
 
@@ -129,7 +134,7 @@ def denoise(
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(begin)
     for j, t in enumerate(timesteps):
-        x_in = sched.scale_model_input(latents, t)
+        x_in = sched.scale_model_input(latents, t) if hasattr(sched, "scale_model_input") else latents
         eps = eps_fn(x_in, t)
         latents = step(sched, eps, t, latents, eta=eta, generator=generator, noise_fn=noise_fn)
         if callback is not None:

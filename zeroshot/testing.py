@@ -475,3 +475,79 @@ def build_cogvideox_folder(directory, *, seed: int = 0, rotary: bool = True, pat
 
 
 FAMILY_FOLDERS["cogvideox"] = build_cogvideox_folder  # text-to-video over 4k + 1 frames, sizes on a 16-px grid
+
+
+def build_wan_folder(directory, *, seed: int = 0, scheduler: str = "unipc") -> Path:
+    """A tiny random Wan 2.1 folder (`WanPipeline` layout): `WanTransformer3DModel` (one layer,
+    3-D rotary positions), the causal 3-D VAE (factor 8, 4 frames per latent frame, per-channel
+    latent mean and std), a UMT5 encoder over the word tokenizer, and Wan 2.1's flow-matching
+    UniPC scheduler (shift 3) or, with `scheduler="euler"`, `FlowMatchEulerDiscreteScheduler`;
+    sizes on a 16-px grid, 4k + 1 frames."""
+    import tempfile
+
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from zeroshot.tokenizer import word_tokenizer
+
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = word_tokenizer(WORDS, Path(tmp) / "tokenizer")
+
+        def modules():
+            transformer = WanTransformer3DModel(
+                patch_size=(1, 2, 2),
+                num_attention_heads=2,
+                attention_head_dim=12,  # rotary positions split it 4 : 4 : 4 (frames, rows, columns)
+                in_channels=4,
+                out_channels=4,
+                text_dim=32,
+                freq_dim=16,
+                ffn_dim=32,
+                num_layers=1,
+                rope_max_seq_len=32,
+            )
+            vae = AutoencoderKLWan(
+                base_dim=8,
+                z_dim=4,
+                dim_mult=[1, 2, 2, 2],
+                num_res_blocks=1,
+                temperal_downsample=[False, True, True],
+                latents_mean=[0.1, -0.2, 0.3, -0.4],
+                latents_std=[1.5, 0.8, 2.0, 1.2],
+            )
+            text_encoder = UMT5EncoderModel(
+                UMT5Config(
+                    vocab_size=len(tokenizer),
+                    d_model=32,
+                    d_kv=8,
+                    d_ff=37,
+                    num_layers=1,
+                    num_heads=4,
+                    relative_attention_num_buckets=8,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    decoder_start_token_id=tokenizer.pad_token_id,
+                )
+            )
+            return transformer.eval(), vae.eval(), text_encoder.eval()
+
+        transformer, vae, text_encoder = _seeded(seed, modules)
+        if scheduler == "euler":
+            sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+        else:
+            sched = UniPCMultistepScheduler(
+                prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000
+            )
+        pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched)
+        pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+FAMILY_FOLDERS["wan"] = build_wan_folder  # text-to-video over 4k + 1 frames, flow matching, sizes on a 16-px grid

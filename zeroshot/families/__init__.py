@@ -14,9 +14,10 @@ from zeroshot.families.sd import SD
 from zeroshot.families.sdxl import SDXL
 from zeroshot.families.svd import SVD
 from zeroshot.families.unet3d import UNet3D
+from zeroshot.families.wan import Wan
 
 #: Every family, by name.
-FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD, CogVideoX)}
+FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD, CogVideoX, Wan)}
 #: diffusers pipeline class name -> family class.
 FAMILIES: dict[str, type] = {name: cls for cls in FAMILY_CLASSES.values() for name in cls.pipelines}
 
@@ -51,6 +52,7 @@ __all__ = [
     "SVD",
     "UNet3D",
     "UnsupportedFamily",
+    "Wan",
     "VideoModel",
     "family_for",
     "family_recipe",

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from zeroshot.families.base import Cond, ModelFn, inputs_for
-from zeroshot.sampling import denoise, make_scheduler
+from zeroshot.sampling import denoise, init_noise_sigma, make_scheduler
 
 #: (initial latents at the first timestep (b, c, f, h, w), number of steps) -> clean latents
 SampleFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -101,5 +101,5 @@ class Run:
     def plain_sample(self, latents: torch.Tensor, num_steps: int) -> torch.Tensor:
         """Denoise every frame together over the whole schedule."""
         scheduler = self.new_scheduler(num_steps)
-        x_T = latents * scheduler.init_noise_sigma
+        x_T = latents * init_noise_sigma(scheduler)
         return denoise(self.eps_fn(), scheduler, x_T, scheduler.timesteps, **self.step_kwargs())

@@ -9,7 +9,7 @@ import torch
 
 from zeroshot.motion import PADDINGS, WARP_MODES
 from zeroshot.recipe import RecipeError, scaled_warp_steps
-from zeroshot.sampling import SCHEDULER_CLASSES, make_scheduler
+from zeroshot.sampling import SCHEDULER_CLASSES, init_noise_sigma, make_scheduler
 
 
 def check(recipe, family) -> None:
@@ -97,7 +97,7 @@ def apply(run) -> None:
         return t2v_zero.sample(
             run.eps_fn(),
             scheduler,
-            latents * scheduler.init_noise_sigma,
+            latents * init_noise_sigma(scheduler),
             t0=t0,
             t1=t1,
             warp_fn=warp,

@@ -58,6 +58,8 @@ def cross_frame_attention(
     anchor: int = 0,
     layers=("down", "mid", "up"),
     names=None,
+    state: FrameState | None = None,
+    prefix: str = "",
 ) -> Iterator[FrameState]:
     """Install cross-frame self-attention (Text2Video-Zero Sec. 3.3) on a UNet.
 
@@ -66,8 +68,10 @@ def cross_frame_attention(
     in the given `layers` parts. Every selected layer wraps the processor installed
     there; selecting none is an error. Yields the shared `FrameState`: set `.num_frames`
     when the frame count of the UNet call changes and `.active` to switch it per step.
+    `state`: share another hook's state instead (e.g. a ControlNet's layers driven with the
+    UNet's); `prefix` keeps their keys in a chunked run's cache apart from the UNet's.
     """
-    state = FrameState(num_frames=num_frames, mode=mode, anchor=anchor)
+    state = state if state is not None else FrameState(num_frames=num_frames, mode=mode, anchor=anchor)
     chosen = None if names is None else frozenset(names)
     if chosen is None and any("temp_attentions" in n or "motion_modules" in n for n in unet.attn_processors):
         raise ValueError("cross_frame_attention: this UNet has temporal attention; pass the spatial layers as names")
@@ -81,7 +85,7 @@ def cross_frame_attention(
         raise ValueError("cross_frame_attention: no self-attention layer selected")
 
     def wrap(name: str, proc):
-        return CrossFrameAttnProcessor(proc, state, name)
+        return CrossFrameAttnProcessor(proc, state, prefix + name)
 
     with wrapped_processors(unet, select, wrap):
         yield state

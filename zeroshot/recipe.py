@@ -150,6 +150,42 @@ class SVD:
 
 
 @dataclass(frozen=True)
+class ControlNet:
+    """ControlNet conditioning (Zhang et al., arXiv 2302.05543) of every frame
+    (zeroshot.techniques.controlnet); Text2Video-Zero's conditioned modes (Sec. 4.4) add
+    cross-frame attention on the ControlNets and one shared initial latent (method
+    `controlnet`).
+
+    models: ControlNet folders or `.safetensors` files; signals: one `KIND:VIDEO` per model
+    (`zeroshot.control.KINDS`: canny computes edges, depth/pose/map are ready-made maps);
+    scales: one conditioning scale per model (empty: 1.0 each); resize: resample a control
+    video whose frame count or size differs from the request (else refused); start/end:
+    the fraction of the schedule where the ControlNets act (diffusers'
+    `control_guidance_start/end`); guess_mode: the ControlNets see the positive prompt only.
+    """
+
+    models: tuple[str, ...] = ()
+    signals: tuple[str, ...] = ()
+    scales: tuple[float, ...] = ()
+    resize: bool = False
+    low_threshold: float = 100.0  # canny hysteresis thresholds (gradient magnitudes of 8-bit frames)
+    high_threshold: float = 200.0
+    guess_mode: bool = False
+    start: float = 0.0
+    end: float = 1.0
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Video-to-video (SDEdit, Meng et al., arXiv 2108.01073; zeroshot.techniques.edit): the
+    input video (`Recipe.video`) is encoded by the VAE, noised to `strength` of the schedule
+    with the recipe's noise prior, and denoised over the rest of it (as diffusers' img2img:
+    `int(steps * strength)` steps)."""
+
+    strength: float = 0.6
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything about how a video is made, except model, prompt and seed."""
 
@@ -172,6 +208,9 @@ class Recipe:
     chunks: Chunks | None = None
     prompt_at: tuple[str, ...] = ()  # prompt travel: "FRAME:PROMPT" entries (techniques.prompt_travel)
     image: str | None = None  # input image (path) of image-to-video models (svd)
+    video: str | None = None  # input video (path) of video-to-video methods (edit)
+    controlnet: ControlNet | None = None
+    edit: Edit | None = None
     svd: SVD | None = None  # svd models' conditioning; None: SVD()'s defaults
 
 
@@ -194,6 +233,12 @@ METHODS: dict[str, Recipe] = {
     "pyoco-progressive": Recipe(method="pyoco-progressive", noise=Noise(prior="progressive")),
     "videofusion": Recipe(method="videofusion", noise=Noise(prior="videofusion")),
     "video": Recipe(method="video"),
+    # Text2Video-Zero's conditioned modes: one shared initial latent (VideoFusion's prior at
+    # lam = 1), no motion warp, cross-frame attention on the UNet and the ControlNets
+    "controlnet": Recipe(
+        method="controlnet", cross_frame=CrossFrame(), noise=Noise(prior="videofusion", lam=1.0), controlnet=ControlNet()
+    ),
+    "edit": Recipe(method="edit", cross_frame=CrossFrame(), noise=Noise(prior="videofusion", lam=1.0), edit=Edit()),
 }
 #: A method's one-line description (`zeroshot methods`).
 DESCRIPTIONS: dict[str, str] = {
@@ -204,6 +249,8 @@ DESCRIPTIONS: dict[str, str] = {
     "pyoco-progressive": "PYoCo progressive noise prior",
     "videofusion": "VideoFusion shared + residual noise prior",
     "video": "a video model's own sampling (ModelScope/ZeroScope, AnimateDiff folders)",
+    "controlnet": "Text2Video-Zero's ControlNet mode: control videos, one shared latent, cross-frame attention",
+    "edit": "video-to-video: the input video re-noised to a strength and denoised with cross-frame attention",
 }
 
 
@@ -594,6 +641,8 @@ __all__ = [
     "SVD",
     "Windows",
     "Chunks",
+    "ControlNet",
+    "Edit",
     "apply_override",
     "natural_method",
     "rebase",

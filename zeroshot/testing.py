@@ -551,3 +551,48 @@ def build_wan_folder(directory, *, seed: int = 0, scheduler: str = "unipc") -> P
 
 
 FAMILY_FOLDERS["wan"] = build_wan_folder  # text-to-video over 4k + 1 frames, flow matching, sizes on a 16-px grid
+
+
+def tiny_controlnet(unet, *, seed: int = 0, vae_scale_factor: int = 4):
+    """A `ControlNetModel` made from `unet` (`ControlNetModel.from_unet`) whose conditioning
+    embedding downsamples by `vae_scale_factor`, with its zero convolutions re-drawn at random
+    (not zero), so the residuals really act and parity tests compare something."""
+    import math
+
+    from diffusers import ControlNetModel
+
+    widths = (8, 16, 32, 64)[: int(math.log2(vae_scale_factor)) + 1]
+
+    def build():
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=widths)
+        for conv in (net.controlnet_cond_embedding.conv_out, *net.controlnet_down_blocks, net.controlnet_mid_block):
+            conv.reset_parameters()
+        return net.eval()
+
+    return _seeded(seed, build)
+
+
+def write_control_video(path, *, num_frames: int = 4, size: int = 32, seed: int = 0) -> Path:
+    """A small video (PNG frames: lossless) of a bright square moving over a dark
+    gradient, whose Canny edges are the square's outline; `path` without suffix is a folder."""
+    import numpy as np
+
+    from zeroshot.io import write_video
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    frames = np.zeros((num_frames, size, size, 3), np.float32)
+    base = rng.uniform(0.1, 0.3, size=3)
+    side = size // 3
+    for i in range(num_frames):
+        frames[i] = base * (0.5 + 0.5 * x[..., None] * y[..., None])
+        left = 2 + i * max(1, (size - side - 4) // max(1, num_frames - 1))
+        frames[i, side // 2 : side // 2 + side, left : left + side] = rng.uniform(0.7, 1.0, size=3)
+    return write_video(torch_frames(frames), path)
+
+
+def torch_frames(frames):
+    """`(f, H, W, 3)` numpy in [0, 1] -> `(f, 3, H, W)` torch."""
+    import torch
+
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()

@@ -1,8 +1,8 @@
-"""Command line: `zeroshot generate | methods | show | render | eval`.
+"""Command line: `zeroshot generate | edit | methods | show | render | eval`.
 
 Flags map onto the same `Recipe` fields as presets and `--set a.b=v`; the CLI adds no
 behaviour of its own. Bad input is one line on stderr and exit code 2, checked before
-any model work starts. Each subcommand lives in its own module (`generate`, `render`,
+any model work starts. Each subcommand lives in its own module (`generate`, `edit`, `render`,
 `evaluate`) and registers itself with `set_defaults(func=...)`; `common` holds what they
 share. The library modules never import this package.
 """
@@ -14,11 +14,11 @@ import logging
 import os
 import sys
 
-from zeroshot.cli import evaluate, generate, render
+from zeroshot.cli import edit, evaluate, generate, render
 from zeroshot.cli.common import EXIT_USAGE, CliError, Parser, error_line, first_line, print_error
 
 # Subcommands whose library advisories and loading bars stay quiet without -v.
-QUIET_COMMANDS = ("generate", "render")
+QUIET_COMMANDS = ("generate", "edit", "render")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     generate.add_generate_parser(sub)
+    edit.add_parser(sub)
     generate.add_methods_parser(sub)
     render.add_show_parser(sub)
     render.add_render_parser(sub)

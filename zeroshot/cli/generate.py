@@ -52,12 +52,42 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
                    help="--noise flow-warped: share of fresh noise blended in, 0..1 (default 0)")
     p.add_argument("--freeinit", type=int_arg, metavar="N", help="FreeInit iterations")
     p.add_argument("--motion-adapter", help="AnimateDiff MotionAdapter folder or file")
+    add_control_flags(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
     p.add_argument("--out", default=None, help="output .mp4/.gif/.png (folder of frames); default out/<stem>.mp4")
     p.add_argument("--fps", type=float_arg, default=8.0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_generate)
     return p
+
+
+def add_control_flags(p: argparse.ArgumentParser) -> None:
+    """--controlnet, --control, --control-resize, --canny-thresholds (recipe.controlnet)."""
+    p.add_argument("--controlnet", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="a ControlNet folder or .safetensors file and its conditioning scale (repeatable)")
+    p.add_argument("--control", action="append", default=[], metavar="KIND:VIDEO",
+                   help="the control video of each --controlnet, in order: canny:clip.mp4 (edges computed), "
+                        "depth:/pose:/map:maps.mp4 (ready-made maps) (repeatable)")
+    p.add_argument("--control-resize", action="store_true",
+                   help="resample control videos whose frame count or size differs from the request")
+    p.add_argument("--canny-thresholds", type=pair_arg, metavar="LOW,HIGH", help="Canny thresholds (default 100,200)")
+
+
+def control_overrides(args: argparse.Namespace) -> dict:
+    """Recipe key -> value of the ControlNet flags (None where not given)."""
+    from zeroshot.techniques.controlnet import parse_controlnet_arg
+
+    nets = [parse_controlnet_arg(text) for text in args.controlnet]
+    scales = [1.0 if s is None else s for _, s in nets] if any(s is not None for _, s in nets) else None
+    low, high = args.canny_thresholds or (None, None)
+    return {
+        "controlnet.models": [path for path, _ in nets] or None,
+        "controlnet.scales": scales,
+        "controlnet.signals": args.control or None,
+        "controlnet.resize": True if args.control_resize else None,
+        "controlnet.low_threshold": low,
+        "controlnet.high_threshold": high,
+    }
 
 
 def add_methods_parser(subparsers) -> argparse.ArgumentParser:
@@ -94,17 +124,22 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
         "motion.still": args.motion_still,
         "noise.degradation": args.degradation,
         "motion.from_video": args.motion_from,
+        **control_overrides(args),
     }
 
 
 def build_recipe(args: argparse.Namespace, family=None):
     """The recipe that the generate flags describe (method, then flags, then --set).
 
-    Without --method, the model family's natural method (`recipe.natural_method`)."""
+    Without --method, the model family's natural method (`recipe.natural_method`); for image
+    models with --controlnet, `controlnet`."""
     from zeroshot.families import SD
     from zeroshot.recipe import apply_override, get_method, natural_method, parse_override
 
-    recipe = get_method(args.method or natural_method(family or SD))
+    method = args.method or natural_method(family or SD)
+    if args.controlnet and args.method is None and method == "t2v-zero":
+        method = "controlnet"  # Text2Video-Zero's recipe for conditioned video: no warp, one shared latent
+    recipe = get_method(method)
     for key, value in _flag_overrides(args).items():
         if value is not None:
             recipe = apply_override(recipe, key, value)
@@ -151,4 +186,12 @@ def run_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_generate_parser", "add_methods_parser", "build_recipe", "run_generate", "run_methods"]
+__all__ = [
+    "add_control_flags",
+    "add_generate_parser",
+    "add_methods_parser",
+    "build_recipe",
+    "control_overrides",
+    "run_generate",
+    "run_methods",
+]

@@ -61,7 +61,8 @@ class AnimateDiff(SD):
         """One `UNetMotionModel` call on `(B, c, f, h, w)` (it folds the frames itself)."""
         f = x.shape[2]
         ctx = _per_frame(c["prompt_embeds"], f)
-        return self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=ctx.to(self.unet.dtype)).sample
+        extra = self.residuals(x, t, c)  # ControlNet residuals of the frames folded into the batch
+        return self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=ctx.to(self.unet.dtype), **extra).sample
 
     def attention_layers(self, kind: str) -> list[str]:
         """Image layers as in `sd`; temporal attention in the `motion_modules`."""

@@ -30,6 +30,11 @@ class SD(Components):
     pipelines: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
     #: Whether the network sees one frame at a time (a 2-D image model).
     image_model: ClassVar[bool] = True
+    #: Whether its UNet takes ControlNet residuals (zeroshot.techniques.controlnet).
+    controlnet: ClassVar[bool] = True
+    #: `(x, t, c) -> {down_block_additional_residuals, mid_block_additional_residual}` or {}:
+    #: set on the instance for one run by the controlnet technique (scoped), None otherwise.
+    residuals_fn: ClassVar[Any] = None
 
     # ------------------------------------------------------------------ construction
 
@@ -76,9 +81,18 @@ class SD(Components):
         neg = None if negative is None else {"prompt_embeds": self.encode_prompt(negative)}
         return Cond(pos, neg)
 
+    def frame_kwargs(self, x: torch.Tensor, c: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The conditioning keywords of a 2-D network call on the frames of `x` (B, c, f, h, w)
+        folded into the batch: the UNet's, and a ControlNet's beside it."""
+        return {"encoder_hidden_states": _per_frame(c["prompt_embeds"], x.shape[2])}
+
+    def residuals(self, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Additional residuals of this call (ControlNets, while a run sets `residuals_fn`)."""
+        return {} if self.residuals_fn is None else self.residuals_fn(x, t, c)
+
     def forward(self, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:
         """One UNet call on video latents `(B, c, f, h, w)`, frames folded into the batch."""
-        return unet2d_forward(self.unet, x, t, c)
+        return unet2d_forward(self.unet, x, t, c, **self.residuals(x, t, c))
 
     def model_fn(self, guidance_scale: float) -> ModelFn:
         return guided(self.forward, guidance_scale)
@@ -94,11 +108,18 @@ class SD(Components):
         return layers_of_kind(list(self.unet.attn_processors), lambda n: False, kind)
 
 
-def unet2d_forward(unet, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:
-    """A 2-D UNet on video latents `(B, c, f, h, w)`: frames folded into the batch."""
+def fold(x: torch.Tensor) -> torch.Tensor:
+    """Video latents `(b, c, f, h, w)` -> `((b f), c, h, w)`."""
     b, ch, f, h, w = x.shape
-    flat = x.permute(0, 2, 1, 3, 4).reshape(b * f, ch, h, w)  # (b f) c h w
-    out = unet(flat, t, encoder_hidden_states=_per_frame(c["prompt_embeds"], f), return_dict=False)[0]
+    return x.permute(0, 2, 1, 3, 4).reshape(b * f, ch, h, w)
+
+
+def unet2d_forward(unet, x: torch.Tensor, t, c: dict[str, torch.Tensor], **kwargs) -> torch.Tensor:
+    """A 2-D UNet on video latents `(B, c, f, h, w)`: frames folded into the batch
+    (`kwargs`: more keywords of the UNet call, e.g. ControlNet residuals)."""
+    b, ch, f, h, w = x.shape
+    flat = fold(x)  # (b f) c h w
+    out = unet(flat, t, encoder_hidden_states=_per_frame(c["prompt_embeds"], f), return_dict=False, **kwargs)[0]
     return out.reshape(b, f, -1, h, w).permute(0, 2, 1, 3, 4)  # b c f h w
 
 
@@ -121,6 +142,17 @@ def _per_frame(embeds: torch.Tensor, f: int, ndim: int = 3) -> torch.Tensor:
         _REPEATED.clear()  # keep one entry: the conditioning of the running video
         hit = _REPEATED[key] = (embeds, embeds.repeat_interleave(f, dim=0))
     return hit[1]
+
+
+@torch.no_grad()
+def encode_frames(vae, frames: torch.Tensor, *, chunk: int = 2, scale: bool = True) -> torch.Tensor:
+    """Frames `(b, f, 3, H, W)` in [0, 1] to latents `(b, c, f, h, w)`: the mean of the VAE's
+    posterior (diffusers' `sample_mode="argmax"`), times its scaling factor when `scale`."""
+    b, f = frames.shape[:2]
+    flat = (frames.flatten(0, 1) * 2 - 1).to(device=vae.device, dtype=vae.dtype)  # (b f) 3 H W in [-1, 1]
+    parts = [vae.encode(flat[i : i + chunk]).latent_dist.mode() for i in range(0, b * f, chunk)]
+    latents = torch.cat(parts) * (vae.config.scaling_factor if scale else 1.0)
+    return latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)  # b c f h w
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from zeroshot.families.base import Cond
-from zeroshot.families.sd import SD, _per_frame
+from zeroshot.families.sd import SD, _per_frame, fold
 
 
 @dataclass
@@ -65,13 +65,16 @@ class SDXL(SD):
         neg = {"prompt_embeds": npe.to(dtype), "text_embeds": npooled.to(dtype)} if guided else None
         return Cond(pos, neg)
 
-    def forward(self, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:
+    def frame_kwargs(self, x: torch.Tensor, c: dict[str, torch.Tensor]) -> dict:
+        """Per-frame text embeddings, pooled embeddings and time ids (H, W, 0, 0, H, W)."""
         b, ch, f, h, w = x.shape
         s = self.vae_scale_factor
-        flat = x.permute(0, 2, 1, 3, 4).reshape(b * f, ch, h, w)  # (b f) c h w
         time_ids = torch.tensor([[h * s, w * s, 0, 0, h * s, w * s]], dtype=x.dtype, device=x.device)
         added = {"text_embeds": _per_frame(c["text_embeds"], f, ndim=2), "time_ids": time_ids.expand(b * f, 6)}
-        out = self.unet(
-            flat, t, encoder_hidden_states=_per_frame(c["prompt_embeds"], f), added_cond_kwargs=added, return_dict=False
-        )[0]
+        return {"encoder_hidden_states": _per_frame(c["prompt_embeds"], f), "added_cond_kwargs": added}
+
+    def forward(self, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:
+        b, ch, f, h, w = x.shape
+        flat = fold(x)  # (b f) c h w
+        out = self.unet(flat, t, **self.frame_kwargs(x, c), **self.residuals(x, t, c), return_dict=False)[0]
         return out.reshape(b, f, -1, h, w).permute(0, 2, 1, 3, 4)  # b c f h w

@@ -23,6 +23,7 @@ class UNet3D(SD):
     family: ClassVar[str] = "unet3d"
     pipelines: ClassVar[tuple[str, ...]] = ("TextToVideoSDPipeline",)
     image_model: ClassVar[bool] = False
+    controlnet: ClassVar[bool] = False  # no diffusers ControlNet pipeline conditions UNet3D models
 
     def pipeline(self):
         from diffusers import TextToVideoSDPipeline

@@ -17,7 +17,9 @@ from __future__ import annotations
 from zeroshot.techniques import (
     animatediff,
     chunks,
+    controlnet,
     cross_frame,
+    edit,
     freeinit,
     noise,
     prompt_travel,
@@ -29,12 +31,15 @@ from zeroshot.techniques import (
 from zeroshot.techniques.run import Run
 
 #: Every technique, in the order they wire themselves in: the model first (animatediff) and
-#: its conditioning (prompt_travel),
+#: its conditioning (prompt_travel), cross_frame (whose state controlnet shares on its ControlNets),
 #: then wrappers of the model function (cross_frame innermost, then chunks, which feed it
 #: one chunk at a time, then windows, so each window sees its own frames), then samplers (t2v_zero with
-#: smoothing inside it), FreeInit around whatever sampler results, and flow-warped noise
+#: smoothing inside it; edit, which starts from the encoded input), FreeInit around whatever sampler results, and flow-warped noise
 #: outermost (it replaces the initial noise that FreeInit and T2V-Zero start from).
-TECHNIQUES = (noise, animatediff, prompt_travel, cross_frame, chunks, windows, t2v_zero, smoothing, freeinit, warped_noise)
+TECHNIQUES = (
+    noise, animatediff, prompt_travel, cross_frame, controlnet, chunks, windows, t2v_zero, smoothing, edit, freeinit,
+    warped_noise,
+)
 
 
 def check_all(recipe, family) -> None:

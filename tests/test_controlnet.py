@@ -68,7 +68,7 @@ def test_canny_maps_are_edges_of_the_frames(sd_setup):
 
 
 @pytest.mark.parametrize("guess_mode", [False, True])
-def test_per_frame_matches_diffusers_controlnet_pipeline(sd_setup, guess_mode):
+def test_per_frame_matches_diffusers_controlnet_pipeline(sd_setup, guess_mode, record_property):
     model, cn_path, video = sd_setup
     net = control.load_controlnet(cn_path)
     maps = control.control_maps(f"canny:{video}", F, SIZE, SIZE)
@@ -82,13 +82,14 @@ def test_per_frame_matches_diffusers_controlnet_pipeline(sd_setup, guess_mode):
     ours = generate(model, "a red cat", recipe, latents=latents.permute(1, 0, 2, 3)[None], progress=False)
     ours = ours.frames[0].permute(0, 2, 3, 1).numpy()
     diff = np.abs(ours - theirs).max()
+    record_property("max_abs_diff", float(diff))
     assert diff <= 1e-4, f"max |diff| = {diff}"
     plain = generate(model, "a red cat", replace(recipe, controlnet=None), latents=latents.permute(1, 0, 2, 3)[None],
                      progress=False).frames[0].permute(0, 2, 3, 1).numpy()
     assert np.abs(plain - theirs).max() > 1e-3  # the ControlNet really acts
 
 
-def test_cross_frame_matches_text2video_zero_controlnet_mode(sd_setup):
+def test_cross_frame_matches_text2video_zero_controlnet_mode(sd_setup, record_property):
     """diffusers' Text2Video-Zero ControlNet recipe: StableDiffusionControlNetPipeline with
     CrossFrameAttnProcessor on the UNet and the ControlNet, one latent repeated for all frames."""
     from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
@@ -116,10 +117,11 @@ def test_cross_frame_matches_text2video_zero_controlnet_mode(sd_setup):
         model.unet.set_attn_processor(before)
     ours = ours.frames[0].permute(0, 2, 3, 1).numpy()
     diff = np.abs(ours - theirs).max()
+    record_property("max_abs_diff", float(diff))
     assert diff <= 1e-4, f"max |diff| = {diff}"
 
 
-def test_sdxl_per_frame_matches_diffusers(tmp_path):
+def test_sdxl_per_frame_matches_diffusers(tmp_path, record_property):
     from diffusers import StableDiffusionXLControlNetPipeline
 
     folder = testing.build_sdxl_folder(tmp_path / "sdxl")
@@ -142,10 +144,11 @@ def test_sdxl_per_frame_matches_diffusers(tmp_path):
     ours = generate(model, "a red cat", _recipe(tmp_path / "cn", video), latents=latents.permute(1, 0, 2, 3)[None],
                     progress=False).frames[0].permute(0, 2, 3, 1).numpy()
     diff = np.abs(ours - theirs).max()
+    record_property("max_abs_diff", float(diff))
     assert diff <= 1e-4, f"max |diff| = {diff}"
 
 
-def test_animatediff_matches_diffusers(tmp_path):
+def test_animatediff_matches_diffusers(tmp_path, record_property):
     from diffusers import AnimateDiffControlNetPipeline, AnimateDiffPipeline
 
     folder = testing.build_animatediff_folder(tmp_path / "ad")
@@ -169,6 +172,7 @@ def test_animatediff_matches_diffusers(tmp_path):
     recipe = apply_override(recipe, "animatediff", "on")
     ours = generate(model, "a red cat", recipe, latents=latents, progress=False).frames[0].permute(0, 2, 3, 1).numpy()
     diff = np.abs(ours - theirs).max()
+    record_property("max_abs_diff", float(diff))
     assert diff <= 1e-4, f"max |diff| = {diff}"
 
 

@@ -39,7 +39,7 @@ def test_strength_zero_returns_the_reconstruction(setup):
 
 
 @pytest.mark.parametrize("strength", [0.6, 1.0])
-def test_per_frame_matches_diffusers_img2img(setup, strength):
+def test_per_frame_matches_diffusers_img2img(setup, strength, record_property):
     from diffusers import StableDiffusionImg2ImgPipeline
 
     model, video = setup
@@ -60,6 +60,7 @@ def test_per_frame_matches_diffusers_img2img(setup, strength):
     ours = generate(model, "a green circle", recipe, latents=noise.permute(1, 0, 2, 3)[None], progress=False)
     ours = ours.frames[0].permute(0, 2, 3, 1).numpy()
     diff = np.abs(ours - theirs).max()
+    record_property("max_abs_diff", float(diff))
     assert diff <= 1e-4, f"max |diff| = {diff}"
     assert np.abs(ours - frames.permute(0, 2, 3, 1).numpy()).max() > 1e-2  # the frames changed
 

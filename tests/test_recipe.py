@@ -15,7 +15,9 @@ from zeroshot.recipe import (
     SVD,
     AnimateDiff,
     Chunks,
+    ControlNet,
     CrossFrame,
+    Edit,
     FreeInit,
     Motion,
     Noise,
@@ -169,7 +171,11 @@ def test_every_listed_key_is_accepted_by_set():
                 windows=Windows(length=4, stride=2, weighting="flat"), chunks=Chunks(size=3),
                 svd=SVD(fps=6, motion_bucket_id=100, noise_aug_strength=0.05, min_guidance_scale=1.5,
                         decode_chunk_size=2),
-                prompt_at=("2:a blue dog",), image="first.png")
+                prompt_at=("2:a blue dog",), image="first.png", video="in.mp4",
+                controlnet=ControlNet(models=("a", "b.safetensors"), signals=("canny:x.mp4", "depth:y"),
+                                      scales=(0.5, 1.5), resize=True, low_threshold=50.0, high_threshold=120.0,
+                                      guess_mode=True, start=0.1, end=0.8),
+                edit=Edit(strength=0.3))
     keys = recipe_fields()
     assert {f.name for f in fields(Recipe)} <= set(keys)
     for key in keys:

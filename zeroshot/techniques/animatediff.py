@@ -4,6 +4,9 @@ On an `sd` model the recipe's adapter (or the model's default one) is inflated i
 `UNetMotionModel` and the run's model becomes an `animatediff` model; an `animatediff`
 folder animates with its own modules. Videos longer than the module's positional table run
 its temporal layers on FreeNoise context windows (`trained.animatediff.context_windows`).
+
+A module file of another zoo design (`trained.zoo`; the file records its design and base)
+inflates into a `ZooUNet` the same way; those have no positional table and need no windows.
 """
 
 from __future__ import annotations
@@ -33,6 +36,25 @@ def check(recipe, family) -> None:
         raise RecipeError("animatediff.adapter: an animatediff model carries its own motion modules; leave it unset")
 
 
+def check_module_file(model, path) -> dict:
+    """The motion-module file's header (`trained.zoo.read_header`), checked against the base
+    it goes onto, in one line and before any model work: `model` is a loaded model or a
+    `ModelCard` (whose folder's unet/config.json is read)."""
+    import json
+    from pathlib import Path
+
+    from zeroshot.trained import zoo
+
+    unet = getattr(model, "unet", None)
+    if unet is None and getattr(model, "path", None):
+        config = Path(model.path) / "unet" / "config.json"
+        unet = json.loads(config.read_text()) if config.is_file() else None
+    try:
+        return zoo.check_file(path, unet)
+    except ValueError as exc:
+        raise RecipeError(f"animatediff.adapter: {exc}") from None
+
+
 def apply(run) -> None:
     ad = run.recipe.animatediff
     if ad is None:
@@ -42,12 +64,26 @@ def apply(run) -> None:
 
     model = run.model
     if not isinstance(model, AnimateDiff):
-        adapter = load_motion_adapter(resolve_adapter_path(model, ad.adapter), device=model.device, dtype=model.dtype)
-        run.model = AnimateDiff.from_image_model(model, adapter)
+        path = resolve_adapter_path(model, ad.adapter)
+        header = check_module_file(model, path)
+        if header["design"] == "animatediff":
+            adapter = load_motion_adapter(path, device=model.device, dtype=model.dtype)
+            run.model = AnimateDiff.from_image_model(model, adapter)
+        else:
+            from zeroshot.trained import zoo
+            from zeroshot.trained.zoo.family import ZooAnimateDiff
+
+            if ad.context_length is not None:
+                raise RecipeError(
+                    f"animatediff.context_length: a {header['design']} module has no positional table to window over"
+                )
+            run.model = ZooAnimateDiff.from_zoo(model, zoo.load(path, model.unet, device=model.device, dtype=model.dtype))
         run.reset_model_fn()
         run.encode = run.model.encode
     motion_unet = run.model.unet
     max_len = run.model.max_frames
+    if max_len is None:  # a zoo design: the temporal layers see every frame at once
+        return
     length = max_len if ad.context_length is None else ad.context_length
     if not 1 <= length <= max_len:
         raise RecipeError(f"animatediff.context_length must be in [1, {max_len}], got {length}")

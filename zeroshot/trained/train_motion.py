@@ -1,7 +1,16 @@
-"""Train an AnimateDiff motion module on a frozen text-to-image model.
+"""Train a motion module (AnimateDiff's, or any design of the zoo) on a frozen text-to-image model.
 
     python -m zeroshot.trained.train_motion --time-limit 1140          # CPU, ~19 min
     python -m zeroshot.trained.train_motion --steps 5000 --batch-size 16 --device cuda
+    python -m zeroshot.trained.train_motion --design lavie --time-limit 1800
+    python -m zeroshot.trained.train_motion --design list              # the designs
+
+Every design (`zeroshot.trained.zoo.DESIGNS`) trains on the same clips, steps, batch,
+seed and learning-rate rule; `--option KEY=VALUE` sets a design's options. With
+`--joint-images P` a fraction P of the batches are images: the temporal layers are off
+and every frame is its own image (VDM, Make-A-Video and LaVie train jointly this way). The
+image model is frozen here, so image batches only teach per-frame parts (SimDA's spatial
+adapters); for the purely temporal designs they carry no gradient.
 
 The image model (default: the embedded shapes model) stays frozen; it is inflated with
 a new motion adapter whose output projections start at zero, so step 0 is exactly the
@@ -18,24 +27,33 @@ same data as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from einops import rearrange
 
-from zeroshot.trained.inflate import inflate, motion_parameters, new_motion_adapter
+from zeroshot.trained import zoo
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "shapes" / "model"
 DEFAULT_OUT = Path(__file__).resolve().parent / "weights" / "shapes_motion.safetensors"
+DEFAULT_CHECKPOINT = "/tmp/zeroshot-motion/checkpoint.pt"
+
+
+def default_paths(design: str) -> tuple[str, str]:
+    """(out, checkpoint) defaults of a design: today's for animatediff, per design otherwise."""
+    if design == "animatediff":
+        return str(DEFAULT_OUT), DEFAULT_CHECKPOINT
+    return str(DEFAULT_OUT.with_name(f"shapes_{design}.safetensors")), f"/tmp/zeroshot-motion/{design}.pt"
 
 
 @dataclass(frozen=True)
@@ -44,7 +62,7 @@ class TrainConfig:
 
     model: str | None = None  # SD folder; None: the embedded shapes model
     out: str = str(DEFAULT_OUT)
-    checkpoint: str = "/tmp/zeroshot-motion/checkpoint.pt"
+    checkpoint: str = DEFAULT_CHECKPOINT
     steps: int = 650
     batch_size: int = 4
     frames: tuple[int, ...] = (8,)  # clip lengths, cycled batch by batch
@@ -61,6 +79,9 @@ class TrainConfig:
     save_every: int = 50
     device: str = "cpu"
     workers: int = 0
+    design: str = "animatediff"  # zeroshot.trained.zoo.DESIGNS
+    options: dict = field(default_factory=dict)  # the design's options (zoo.OPTIONS)
+    joint_images: float = 0.0  # fraction of batches trained as images (temporal layers off)
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,7 +221,7 @@ def train(
     stop_at: int | None = None,
     time_limit_s: float | None = None,
 ) -> dict:
-    """Train (or resume) a motion module; returns {"losses", "motion_unet", "steps"}.
+    """Train (or resume) a motion module of `config.design`; returns {"losses", "motion_unet", "steps"}.
 
     `components` (unet, vae, text_encoder, tokenizer, scheduler) default to the model
     folder's; `dataset` defaults to `ShapesVideos`. `stop_at` (a step) and
@@ -221,15 +242,8 @@ def train(
         size = int(unet.config.sample_size) * (2 ** (len(vae.config.block_out_channels) - 1))
         dataset = ShapesVideos(config.seed, config.batch_size, config.frames, size, config.steps * config.batch_size)
 
-    adapter = new_motion_adapter(
-        unet,
-        seed=config.seed,
-        max_seq_length=config.max_seq_length,
-        num_attention_heads=config.num_attention_heads,
-        transformer_layers=config.transformer_layers,
-    )
-    motion_unet = inflate(unet, adapter).to(device)
-    params = motion_parameters(motion_unet)
+    motion_unet = build_model(unet, config).to(device)
+    params = zoo.trainable_parameters(motion_unet)
     for p in params:
         p.requires_grad_(True)
     motion_unet.train()
@@ -247,9 +261,12 @@ def train(
     ckpt_path = Path(config.checkpoint) if config.checkpoint else None
     if ckpt_path is not None and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        saved_design = state["config"].get("design", "animatediff")
+        if saved_design != config.design:
+            raise ValueError(f"checkpoint {ckpt_path} trains design {saved_design!r}, not {config.design!r}")
         if state["config"] != dataclasses.asdict(config):
             logger.warning("checkpoint %s was written with another config; resuming anyway", ckpt_path)
-        motion_unet.load_state_dict(state["motion"], strict=False)
+        zoo.load_trainable_state(motion_unet, state["motion"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"].to(generator.get_state().device))
@@ -259,7 +276,7 @@ def train(
     def checkpoint(step: int) -> None:
         if ckpt_path is None:
             return
-        motion = {k: v for k, v in motion_unet.state_dict().items() if ".motion_modules." in k}
+        motion = zoo.trainable_state(motion_unet)
         _save_checkpoint(
             ckpt_path,
             {
@@ -282,7 +299,11 @@ def train(
         embeds = encode_prompts(tokenizer, text_encoder, list(captions))
         embeds = torch.where(drop[:, None, None], empty.expand_as(embeds), embeds)
         latents = encode_video(vae, frames)
-        loss = diffusion_loss(motion_unet, scheduler, latents, embeds, generator, min_snr_gamma=config.min_snr_gamma)
+        images = config.joint_images > 0 and float(torch.rand(1, generator=generator, device=device)) < config.joint_images
+        with zoo.temporal_off(motion_unet) if images else contextlib.nullcontext():
+            loss = diffusion_loss(
+                motion_unet, scheduler, latents, embeds, generator, min_snr_gamma=config.min_snr_gamma
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -301,8 +322,28 @@ def train(
     logger.info("trained steps %d..%d in %.1f s", start, step, time.time() - t_start)
     motion_unet.eval().requires_grad_(False)
     if config.out:
-        save_motion_adapter(motion_unet, config.out)
+        if config.design == "animatediff" and not str(config.out).endswith(".safetensors"):
+            save_motion_adapter(motion_unet, config.out)  # a MotionAdapter folder
+        else:
+            zoo.save(motion_unet, config.out)
     return {"losses": losses, "motion_unet": motion_unet, "steps": step}
+
+
+def build_model(unet: Any, config: TrainConfig) -> torch.nn.Module:
+    """The inflated model a run trains: `config.design` on `unet` (copied), identity at init.
+
+    `num_attention_heads` goes to every design with a `heads` option; `max_seq_length` and
+    `transformer_layers` to animatediff; `options` override both."""
+    defaults = zoo.OPTIONS.get(config.design, {})
+    options = {"heads": config.num_attention_heads} if "heads" in defaults else {}
+    if config.design == "animatediff":
+        options.update(max_seq_length=config.max_seq_length, transformer_layers=config.transformer_layers)
+    else:
+        if config.out and Path(config.out).resolve() == DEFAULT_OUT.resolve():
+            raise ValueError(f"--out {config.out} is the shipped AnimateDiff module; give design {config.design} its own file")
+    if config.joint_images and config.design == "animatediff":
+        raise ValueError("--joint-images needs a zoo design (animatediff's motion modules have no off switch here)")
+    return zoo.inflate(unet, config.design, seed=config.seed, **{**options, **config.options})
 
 
 def _parse_frames(text: str) -> tuple[int, ...]:
@@ -312,12 +353,31 @@ def _parse_frames(text: str) -> tuple[int, ...]:
     return values
 
 
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--option must be KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m zeroshot.trained.train_motion", description=__doc__.split("\n")[0])
+    parser.add_argument("--design", default=defaults.design,
+                        help=f"temporal design ({', '.join(zoo.DESIGNS)}); 'list' prints them")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=_parse_option,
+                        help="a design option (repeatable; JSON values, e.g. heads=4)")
+    parser.add_argument("--joint-images", type=float, default=0.0, metavar="P",
+                        help="fraction of batches trained as images, temporal layers off (0..1)")
     parser.add_argument("--model", default=None, help="SD model folder (default: the embedded shapes model)")
-    parser.add_argument("--out", default=defaults.out, help="adapter .safetensors file or folder to write")
-    parser.add_argument("--checkpoint", default=defaults.checkpoint, help="resumable checkpoint file ('' for none)")
+    parser.add_argument("--out", default=None,
+                        help="module .safetensors file (or adapter folder for animatediff) to write "
+                             "(default: weights/shapes_motion.safetensors; shapes_<design>.safetensors for other designs)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="resumable checkpoint file ('' for none; default under /tmp/zeroshot-motion/)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--frames", type=_parse_frames, default=defaults.frames, help="clip lengths, e.g. 8,16")
@@ -333,13 +393,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many seconds")
     parser.add_argument("--log", default=None, help="write the loss curve (JSON) here")
     args = parser.parse_args(argv)
-    if max(args.frames) > args.max_seq_length:
+    if args.design == "list":
+        print("\n".join(zoo.DESIGNS))
+        return 0
+    try:
+        zoo.check_design(args.design, dict(args.option))
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not 0 <= args.joint_images <= 1:
+        parser.error(f"--joint-images must be in [0, 1], got {args.joint_images}")
+    if args.design == "animatediff" and max(args.frames) > args.max_seq_length:
         parser.error(f"--frames {max(args.frames)} exceeds --max-seq-length {args.max_seq_length}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out, checkpoint = default_paths(args.design)
     config = TrainConfig(
         model=args.model,
-        out=args.out,
-        checkpoint=args.checkpoint,
+        out=out if args.out is None else args.out,
+        checkpoint=checkpoint if args.checkpoint is None else args.checkpoint,
         steps=args.steps,
         batch_size=args.batch_size,
         frames=args.frames,
@@ -352,8 +422,14 @@ def main(argv: list[str] | None = None) -> int:
         save_every=args.save_every,
         device=args.device,
         workers=args.workers,
+        design=args.design,
+        options=dict(args.option),
+        joint_images=args.joint_images,
     )
-    result = train(config, time_limit_s=args.time_limit)
+    try:
+        result = train(config, time_limit_s=args.time_limit)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.log:
         Path(args.log).write_text(json.dumps({"config": dataclasses.asdict(config), "losses": result["losses"]}))
     return 0

@@ -323,14 +323,16 @@ def test_generate_with_a_zoo_module(tiny_model, tmp_path):
     assert float((moved.latents - image.latents).abs().max()) > 1e-3
 
 
-def test_generate_cli_refuses_a_module_for_another_base(tiny_sd, tmp_path, capsys):
+def test_generate_cli_refuses_a_module_for_another_base(tiny_sd, tmp_path, capsys, monkeypatch):
     from diffusers import UNet2DConditionModel
 
+    from zeroshot import models
     from zeroshot.cli import main
 
     unet = UNet2DConditionModel.from_pretrained(str(tiny_sd), subfolder="unet")
     other = UNet2DConditionModel(**{**unet.config, "cross_attention_dim": 16})
     path = zoo.save(zoo.inflate(other, "vdm"), tmp_path / "other.safetensors")
+    monkeypatch.setattr(models.ModelSpec, "load", lambda self: pytest.fail("loaded the model before the check"))
     code = main(["generate", "a red circle", "--model", str(tiny_sd), "--method", "animatediff",
                  "--motion-adapter", str(path), "--frames", "4", "--steps", "1", "--out", str(tmp_path / "o.mp4")])
     err = capsys.readouterr().err

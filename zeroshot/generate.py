@@ -107,6 +107,9 @@ def check_inputs(model, recipe: Recipe) -> None:
         adapter = resolve_adapter_path(model, recipe.animatediff.adapter)
         if not adapter.exists():
             raise RecipeError(f"animatediff.adapter: {adapter} is neither a folder nor a file")
+        from zeroshot.techniques.animatediff import check_module_file
+
+        check_module_file(model, adapter)
 
 
 def denoising_steps(recipe: Recipe) -> int:

@@ -142,6 +142,8 @@ class ZooUNet(nn.Module):
         from diffusers.models.unets.unet_3d_condition import UNet3DConditionOutput
 
         b, _, f = sample.shape[:3]
+        # contiguous: a permuted view can make every activation channels-last, and CPU Conv3d
+        # backward (video-ldm's temporal resnets) crashed on those (torch 2.13)
         x = rearrange(sample, "b c f h w -> (b f) c h w").contiguous()
         t = torch.as_tensor(timestep, device=sample.device)
         if t.ndim == 1 and t.numel() == b and b * f != b:

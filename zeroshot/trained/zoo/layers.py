@@ -429,7 +429,7 @@ class TemporalResnet(nn.Module):
 
     def forward(self, x, f, args):
         temb = args[1] if len(args) > 1 else None
-        v = rearrange(x, "(b f) c h w -> b c f h w", f=f).contiguous()  # strided Conv3d backward crashes on CPU
+        v = rearrange(x, "(b f) c h w -> b c f h w", f=f)
         temb = None if temb is None else rearrange(temb, "(b f) c -> b f c", f=f)
         if temb is None:
             temb = torch.zeros(v.shape[0], f, self.block.time_emb_proj.in_features, device=x.device, dtype=x.dtype)

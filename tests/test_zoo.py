@@ -337,3 +337,19 @@ def test_generate_cli_refuses_a_module_for_another_base(tiny_sd, tmp_path, capsy
                  "--motion-adapter", str(path), "--frames", "4", "--steps", "1", "--out", str(tmp_path / "o.mp4")])
     err = capsys.readouterr().err
     assert code == 2 and "trained on another base model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_modelscope_export_cli(tiny_sd, tmp_path, capsys):
+    from diffusers import UNet2DConditionModel
+
+    from zeroshot.trained.zoo.modelscope import main
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_sd), subfolder="unet")
+    path = zoo.save(zoo.inflate(unet, "lavie"), tmp_path / "lavie.safetensors")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--model", str(tiny_sd), "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and "holds a 'lavie' module, not 'modelscope'" in capsys.readouterr().err
+    path = zoo.save(zoo.inflate(unet, "modelscope"), tmp_path / "ms.safetensors")
+    with pytest.raises(SystemExit):  # the tiny base has head sizes 4 and 8: no exact export
+        main([str(path), "--model", str(tiny_sd), "--out", str(tmp_path / "out")])
+    assert "one attention head size for every level" in capsys.readouterr().err

@@ -142,3 +142,30 @@ def save_pipeline(model: Any, components: dict[str, Any], folder: str | Path) ->
     pipe = TextToVideoSDPipeline(unet=export_unet3d(model), **parts)
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return Path(folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m zeroshot.trained.zoo.modelscope MODULE --out FOLDER [--model SD_FOLDER]`:
+    a trained `modelscope` module file as a `TextToVideoSDPipeline` folder (the unet3d family)."""
+    import argparse
+
+    from zeroshot.trained import zoo
+    from zeroshot.trained.train_motion import EMBEDDED_MODEL, load_components
+
+    parser = argparse.ArgumentParser(prog="python -m zeroshot.trained.zoo.modelscope", description=main.__doc__.split("\n")[0])
+    parser.add_argument("module", help="a modelscope module .safetensors file")
+    parser.add_argument("--model", default=None, help="its base SD folder (default: the embedded shapes model)")
+    parser.add_argument("--out", required=True, help="pipeline folder to write")
+    args = parser.parse_args(argv)
+    try:
+        zoo.check_file(args.module, design="modelscope")
+        components = load_components(args.model or EMBEDDED_MODEL, "cpu")
+        save_pipeline(zoo.load(args.module, components["unet"], design="modelscope"), components, args.out)
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -320,3 +320,23 @@ def test_sd_per_frame_sampling_matches_stable_diffusion_pipeline(tmp_path, predi
     recipe = Recipe(method="t2i", num_frames=1, height=32, width=32, num_inference_steps=6, guidance_scale=4.0)
     ours = generate(model, "a red cat", recipe, latents=noise[:, :, None], progress=False).frames[0, 0]
     assert abs(ours.permute(1, 2, 0).numpy() - theirs).max() <= 1e-4
+
+
+def test_a_folder_config_sets_the_frames_and_size_its_pipeline_defaults_to(folders, tmp_path):
+    """SVD takes its UNet's trained frame count, CogVideoX its transformer's trained frames and
+    size, when the recipe leaves them unset (as their pipelines do); zeroshot.json overrides."""
+    from zeroshot.generate import prepare_recipe
+
+    svd = models.peek(str(folders["svd"]))
+    assert svd.defaults["num_frames"] == json.loads((folders["svd"] / "unet" / "config.json").read_text())["num_frames"]
+    cog = models.peek(str(folders["cogvideox"]))
+    config = json.loads((folders["cogvideox"] / "transformer" / "config.json").read_text())
+    recipe = prepare_recipe(cog, Recipe(method="video", num_inference_steps=2))
+    assert (recipe.num_frames, recipe.height, recipe.width) == (
+        config["sample_frames"], 8 * config["sample_height"], 8 * config["sample_width"])
+    assert models.load(str(folders["cogvideox"])).defaults == cog.defaults
+    (folders["cogvideox"] / "zeroshot.json").write_text(json.dumps({"defaults": {"num_frames": 17}}))
+    try:
+        assert prepare_recipe(models.peek(str(folders["cogvideox"])), Recipe(method="video")).num_frames == 17
+    finally:
+        (folders["cogvideox"] / "zeroshot.json").unlink()

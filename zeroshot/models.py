@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from zeroshot.families import SD, UnsupportedFamily, family_for
+from zeroshot.families.base import read_config
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ def read_model_card(folder: Path) -> dict:
     return data
 
 
+def model_defaults(family: type | None, folder: Path, card: dict) -> dict[str, Any]:
+    """A folder's recipe defaults: what its configs imply (`folder_defaults`), under its
+    zeroshot.json's `defaults`."""
+    implied = family.folder_defaults(folder) if family is not None else {}
+    return {**implied, **card.get("defaults", {})}
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What can be known about a model without loading weights (checks before model work)."""
@@ -89,14 +97,14 @@ def peek(path_or_id: str | None) -> ModelCard:
     if (folder / "model_index.json").is_file():
         family = folder_family(folder, model_id)
     card = read_model_card(folder)
-    factor = None
-    vae_config = folder / "vae" / "config.json"
-    if vae_config.is_file():
-        channels = json.loads(vae_config.read_text()).get("block_out_channels")
-        factor = 2 ** (len(channels) - 1) if channels else None
+    vae = read_config(folder, "vae")
+    if vae.get("block_out_channels"):
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    else:  # Wan's VAE
+        factor = 2 ** len(vae["temperal_downsample"]) if vae.get("temperal_downsample") else None
     return ModelCard(
         model_id,
-        card.get("defaults", {}),
+        model_defaults(family, folder, card),
         card.get("vocabulary"),
         factor,
         str(folder),
@@ -260,7 +268,7 @@ def _load_folder(path: Path, *, model_id: str):
     with quiet_diffusers():
         pipe = _pipeline_class(family).from_pretrained(str(path), local_files_only=True, **_pipeline_kwargs(family))
     return family.from_pipeline(
-        pipe, model_id=model_id, defaults=card.get("defaults", {}), vocabulary=card.get("vocabulary"), path=path
+        pipe, model_id=model_id, defaults=model_defaults(family, path, card), vocabulary=card.get("vocabulary"), path=path
     )
 
 

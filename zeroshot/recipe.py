@@ -190,7 +190,7 @@ class Recipe:
     """Everything about how a video is made, except model, prompt and seed."""
 
     method: str = "t2i"
-    num_frames: int = 8
+    num_frames: int | None = None
     height: int | None = None
     width: int | None = None
     num_inference_steps: int | None = None
@@ -215,6 +215,7 @@ class Recipe:
 
 
 LIBRARY_DEFAULTS: dict[str, Any] = {
+    "num_frames": 8,
     "height": 512,
     "width": 512,
     "num_inference_steps": 50,
@@ -539,7 +540,7 @@ def resolve(recipe: Recipe, model_defaults: dict[str, Any] | None = None) -> Rec
     """
     model_defaults = dict(model_defaults or {})
     out = recipe
-    for key in ("height", "width", "num_inference_steps", "guidance_scale"):
+    for key in ("num_frames", "height", "width", "num_inference_steps", "guidance_scale"):
         if getattr(out, key) is None:
             value = model_defaults.get(key, LIBRARY_DEFAULTS[key])
             out = apply_override(out, key, value)
@@ -584,7 +585,7 @@ def validate(recipe: Recipe, *, vae_scale_factor: int | None = None, family=None
     from zeroshot.sampling import SCHEDULERS
 
     r = recipe
-    if r.num_frames < 1:
+    if r.num_frames is not None and r.num_frames < 1:
         raise RecipeError(f"num_frames must be >= 1, got {r.num_frames}")
     for key in ("height", "width"):
         value = getattr(r, key)

@@ -177,7 +177,7 @@ def show_method(name: str) -> str:
     recipe = get_method(name)
     body = tomli_w.dumps(recipe_to_dict(recipe, drop_none=True))
     header = (
-        f"# zeroshot preset: the {name} recipe. Fields left out (height, width,\n"
+        f"# zeroshot preset: the {name} recipe. Fields left out (num_frames, height, width,\n"
         "# num_inference_steps, guidance_scale, motion.translate/t0/t1/mode) take the model's\n"
         "# recommended values. Add jobs to render it in a batch:\n"
         "#   [[jobs]]\n"

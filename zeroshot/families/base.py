@@ -98,6 +98,17 @@ def guided(forward: Forward, guidance_scale: float | torch.Tensor) -> ModelFn:
     return model_fn
 
 
+def read_config(folder, component: str) -> dict[str, Any]:
+    """A component's `config.json` in a diffusers folder ({} when absent or unreadable)."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads((Path(folder) / component / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def layers_of_kind(names, is_temporal, kind: str) -> list[str]:
     """Attention processor names of one kind (`ATTENTION_KINDS`), given which are temporal:
     per-frame spatial self-attention (attn1) and text/image cross-attention (attn2) among the
@@ -127,6 +138,12 @@ class Components:
     @classmethod
     def component_names(cls) -> tuple[str, ...]:
         raise NotImplementedError
+
+    @classmethod
+    def folder_defaults(cls, folder) -> dict[str, Any]:
+        """Recipe settings a diffusers folder's configs imply, as its pipeline takes them when
+        not given (SVD's frame count, CogVideoX's trained size); under its zeroshot.json's."""
+        return {}
 
     @classmethod
     def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):

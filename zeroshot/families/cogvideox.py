@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Components, Cond, ModelFn, guided
+from zeroshot.families.base import Components, Cond, ModelFn, guided, read_config
 from zeroshot.recipe import RecipeError
 
 #: Recipe schedulers a cogvideox model takes: its own (CogVideoX's DDIM, with the SNR shift).
@@ -62,6 +62,15 @@ class CogVideoX(Components):
     @classmethod
     def component_names(cls) -> tuple[str, ...]:
         return ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+
+    @classmethod
+    def folder_defaults(cls, folder) -> dict[str, Any]:
+        """The trained frame count and size (49 frames at 480 x 720 for 1.0, 81 at 768 x 1360
+        for 1.5), as the pipeline takes them when not given."""
+        config = read_config(folder, "transformer")
+        out = {"num_frames": config.get("sample_frames")}
+        out.update({k: config[f"sample_{k}"] * 8 for k in ("height", "width") if f"sample_{k}" in config})
+        return {k: int(v) for k, v in out.items() if v is not None}
 
     @classmethod
     def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):

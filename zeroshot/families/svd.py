@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Components, Cond, ModelFn, guided, layers_of_kind, open_image
+from zeroshot.families.base import Components, Cond, ModelFn, guided, layers_of_kind, open_image, read_config
 from zeroshot.recipe import SVD as Settings
 from zeroshot.recipe import RecipeError
 
@@ -58,6 +58,12 @@ class SVD(Components):
     @classmethod
     def component_names(cls) -> tuple[str, ...]:
         return ("unet", "vae", "image_encoder", "feature_extractor", "scheduler")
+
+    @classmethod
+    def folder_defaults(cls, folder) -> dict[str, Any]:
+        """The frames the UNet was trained on (14 for SVD, 25 for SVD-XT), as the pipeline takes them."""
+        frames = read_config(folder, "unet").get("num_frames")
+        return {} if frames is None else {"num_frames": int(frames)}
 
     def pipeline(self):
         """A diffusers pipeline over these components (shared)."""

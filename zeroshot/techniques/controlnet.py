@@ -37,8 +37,6 @@ def check(recipe, family) -> None:
             f"controlnet: {family.family} models take no ControlNet residuals; ControlNets condition sd, sdxl "
             "and animatediff models"
         )
-    if not cn.models:
-        raise RecipeError("controlnet.models: no ControlNet given (--controlnet PATH[:SCALE])")
     if len(cn.signals) != len(cn.models):
         raise RecipeError(
             f"controlnet.signals: one KIND:VIDEO per ControlNet, in order; got {len(cn.models)} ControlNets and "
@@ -83,6 +81,8 @@ def check_inputs(model, recipe) -> None:
     cn = recipe.controlnet
     if cn is None:
         return
+    if not cn.models:  # here, not in `check`: a preset may leave its inputs to the command line
+        raise RecipeError("controlnet.models: no ControlNet given (--controlnet PATH[:SCALE])")
     from zeroshot.control import check_controlnet, signature
 
     base = base_signature(model)

@@ -31,8 +31,9 @@ def check(recipe, family) -> None:
     bad = [x for x in cf.layers if x not in PARTS]
     if bad or not cf.layers:
         raise RecipeError(f"cross_frame.layers must be a non-empty subset of {', '.join(PARTS)}, got {cf.layers!r}")
-    if not 0 <= cf.anchor < recipe.num_frames:
-        raise RecipeError(f"cross_frame.anchor must be in [0, {recipe.num_frames - 1}], got {cf.anchor}")
+    if cf.anchor < 0 or (recipe.num_frames is not None and cf.anchor >= recipe.num_frames):
+        top = "num_frames - 1" if recipe.num_frames is None else recipe.num_frames - 1
+        raise RecipeError(f"cross_frame.anchor must be in [0, {top}], got {cf.anchor}")
     s0, s1 = cf.steps
     if not 0.0 <= s0 <= s1 <= 1.0:
         raise RecipeError(f"cross_frame.steps must satisfy 0 <= start <= end <= 1, got {cf.steps!r}")

@@ -30,8 +30,6 @@ def check(recipe, family) -> None:
                 "or by a video-conditioned model"
             )
         return
-    if recipe.video is None:
-        raise RecipeError("edit: no input video (recipe.video; zeroshot edit VIDEO PROMPT)")
     if family.family not in FAMILIES:
         raise RecipeError(f"edit: {family.family} models cannot encode a video frame by frame; edit takes "
                           f"{', '.join(FAMILIES)} models")
@@ -54,7 +52,10 @@ def input_frames(recipe) -> torch.Tensor:
 
 
 def check_inputs(model, recipe) -> None:
-    """Before any model work: the input video is readable and fits the request."""
+    """Before any model work: an edit has an input video, readable and fitting the request
+    (here, not in `check`: a preset may leave its inputs to the command line)."""
+    if recipe.edit is not None and recipe.video is None:
+        raise RecipeError("edit: no input video (recipe.video; zeroshot edit VIDEO PROMPT)")
     if recipe.video is not None:
         input_frames(recipe)
 

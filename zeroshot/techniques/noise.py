@@ -8,7 +8,8 @@ from zeroshot import noise as priors
 def check(recipe, family) -> None:
     """The prior's parameters; its frames are latent frames (fewer where the family compresses time)."""
     latent_frames = getattr(family, "latent_frames", None)
-    priors.check(recipe.noise, latent_frames(recipe.num_frames) if latent_frames else recipe.num_frames)
+    frames = recipe.num_frames  # None: not yet resolved against the model (checked again then)
+    priors.check(recipe.noise, latent_frames(frames) if latent_frames and frames is not None else frames)
 
 
 def apply(run) -> None:

@@ -17,8 +17,9 @@ from zeroshot.recipe import RecipeError
 FAMILIES = ("sd", "sdxl", "animatediff")
 
 
-def parse(entries, num_frames: int) -> list[tuple[int, str]]:
-    """(frame, prompt) pairs of "FRAME:PROMPT" entries; RecipeError for a bad one."""
+def parse(entries, num_frames: int | None) -> list[tuple[int, str]]:
+    """(frame, prompt) pairs of "FRAME:PROMPT" entries; RecipeError for a bad one (frames
+    outside the video only when `num_frames` is known)."""
     out: dict[int, str] = {}
     for entry in entries:
         head, sep, text = entry.partition(":")
@@ -28,8 +29,9 @@ def parse(entries, num_frames: int) -> list[tuple[int, str]]:
             frame = None
         if not sep or frame is None or not text.strip():
             raise RecipeError(f"prompt_at: expected FRAME:PROMPT, got {entry!r}")
-        if not 0 <= frame < num_frames:
-            raise RecipeError(f"prompt_at: frame {frame} is outside the video (0..{num_frames - 1})")
+        if frame < 0 or (num_frames is not None and frame >= num_frames):
+            top = "num_frames - 1" if num_frames is None else num_frames - 1
+            raise RecipeError(f"prompt_at: frame {frame} is outside the video (0..{top})")
         if frame in out:
             raise RecipeError(f"prompt_at: frame {frame} is given twice")
         out[frame] = text.strip()

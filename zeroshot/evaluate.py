@@ -101,6 +101,26 @@ def evaluate_video(path: Path, *, prompt: str | None = None, record: dict[str, A
     return row
 
 
+def trajectory_row(path: Path, trajectories: list[str]) -> dict[str, Any]:
+    """Trajectory error (ObjMC, `zeroshot.tracking`) of one video against requested
+    trajectories (`--trajectory` syntax), with the requested and tracked positions.
+
+    RecipeError (one line) when a trajectory does not fit the video."""
+    from zeroshot.io import read_video
+    from zeroshot.tracking import requested_positions, trajectory_error
+
+    frames = read_video(path)
+    num_frames, height, width = int(frames.shape[0]), int(frames.shape[-2]), int(frames.shape[-1])
+    if num_frames < 2:
+        raise ValueError(f"has {num_frames} frame; a trajectory needs at least 2")
+    requested = requested_positions(trajectories, num_frames, height, width)  # (f, n, 2)
+    row: dict[str, Any] = {"path": str(path), "frames": num_frames, "height": height, "width": width}
+    row["trajectories"] = list(trajectories)
+    row.update(trajectory_error(frames, requested))
+    row["requested"] = requested.tolist()
+    return row
+
+
 def _cell(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -126,4 +146,4 @@ def plain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
 
 
-__all__ = ["evaluate_video", "find_videos", "format_table", "plain_row", "read_record"]
+__all__ = ["evaluate_video", "find_videos", "format_table", "plain_row", "read_record", "trajectory_row"]

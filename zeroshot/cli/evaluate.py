@@ -1,7 +1,9 @@
-"""`zeroshot eval PATH... [--prompt P] [--json]`: metrics of rendered videos.
+"""`zeroshot eval PATH... [--prompt P] [--trajectory T]... [--json]`: metrics of rendered videos.
 
-The metrics are `zeroshot.evaluate`; this module reads the flags, prints the table (or
-JSON) and turns a bad path or unreadable video into one line on stderr and exit code 2.
+The metrics are `zeroshot.evaluate`; with `--trajectory` (the syntax of `zeroshot generate
+--trajectory`) the trajectory error (ObjMC, `zeroshot.tracking`) instead. This module reads
+the flags, prints the table (or JSON) and turns a bad path, a bad trajectory or an
+unreadable video into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="video file (.mp4/.gif), PNG-frame folder or folder of renders")
     parser.add_argument("--prompt", default=None, help="prompt of every video (default: from each video's JSON record)")
+    parser.add_argument("--trajectory", action="append", default=[], metavar="'X,Y X,Y[@FRAME] ...'",
+                        help="a requested trajectory in output px, as for `zeroshot generate --trajectory` (points "
+                             "spread evenly over the frames or pinned with @FRAME; r=/mask= regions play no part): "
+                             "prints the trajectory error ObjMC (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     parser.set_defaults(func=run)
     return parser
@@ -40,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         videos = find_videos(args.paths)
     except ValueError as exc:
         return print_error(str(exc), PREFIX)
+    if args.trajectory:
+        return run_trajectory(args, videos)
     rows = []
     for video in videos:
         try:
@@ -53,4 +61,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "run"]
+def run_trajectory(args: argparse.Namespace, videos: list) -> int:
+    """`zeroshot eval --trajectory ...`: ObjMC of each video; exit 2 for a trajectory that
+    does not fit a video (a point outside the frame, fewer than two points, bad pins) or an
+    unreadable video."""
+    from zeroshot.evaluate import trajectory_row
+    from zeroshot.recipe import RecipeError
+
+    rows = []
+    for video in videos:
+        try:
+            rows.append(trajectory_row(video, args.trajectory))
+        except RecipeError as exc:
+            message = error_line(exc).replace("motion.trajectories: ", "", 1)
+            return print_error(f"--trajectory: {message}", PREFIX)
+        except (OSError, ValueError, RuntimeError) as exc:
+            return print_error(f"{video}: cannot read it as a video ({error_line(exc)})", PREFIX)
+    if args.json:
+        print(json.dumps([plain_row(row) for row in rows], indent=2))
+        return 0
+    for row in rows:
+        print(format_trajectory_row(row))
+    return 0
+
+
+def format_trajectory_row(row: dict) -> str:
+    """Two lines: `<video>: ObjMC m ± se px (...)` and the per-frame errors."""
+    from pathlib import Path
+
+    def px(value) -> str:
+        return "-" if value is None or value != value else f"{value:.2f}"
+
+    head = (
+        f"{Path(row['path']).name}: ObjMC {px(row['objmc'])} ± {px(row['objmc_sem'])} px over frames 1-{row['frames'] - 1}"
+        f" ({row['lost']} of {row['pairs']} frame-points lost)"
+    )
+    return head + "\n  per frame: " + " ".join(px(v) for v in row["per_frame"])
+
+
+__all__ = ["add_parser", "format_trajectory_row", "run", "run_trajectory"]

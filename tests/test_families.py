@@ -11,7 +11,7 @@ import torch
 from zeroshot import models, testing
 from zeroshot.families import FAMILY_CLASSES, SDXL, AnimateDiff, UNet3D
 from zeroshot.families.base import takes_image
-from zeroshot.generate import generate
+from zeroshot.generate import decode_chunks, generate
 from zeroshot.recipe import CrossFrame, Motion, Recipe, RecipeError, apply_override, get_method
 
 SMALL = dict(height=32, width=32, num_inference_steps=3, num_frames=4)
@@ -80,6 +80,13 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
         assert out.frames.shape == (2, frames, 3, 32, 32)
         assert torch.isfinite(out.frames).all() and out.frames.std() > 0
         assert dict(model.denoiser.attn_processors) == processors  # hooks restored
+        chunks = list(decode_chunks(model, out.latents, out.recipe))  # what the CLI writes as it decodes
+        assert torch.equal(torch.cat(chunks, dim=1), out.frames)
+    if name == "svd":  # the temporal decoder's own chunks
+        chunked = replace(out.recipe, svd=replace(out.recipe.svd, decode_chunk_size=3))
+        chunks = list(decode_chunks(model, out.latents, chunked))
+        assert [c.shape[1] for c in chunks] == [3, 1]
+        assert torch.equal(torch.cat(chunks, dim=1), model.decode(out.latents, recipe=chunked))
     video = tmp_path / "clip.mp4"
     args = ["--height", "32", "--width", "32", "--steps", "2", "--frames", str(frames), "--quiet"]
     args += ["--image", image] if image else []

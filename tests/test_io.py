@@ -287,3 +287,103 @@ def test_import_stays_cheap():
     code = f"import sys, zeroshot.io; print(any(m in sys.modules for m in {heavy!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------
+# streamed writing
+
+
+@pytest.mark.parametrize("ext", ["mp4", "gif", "png"])
+def test_streamed_file_equals_one_write(tmp_path, ext):
+    """Frames appended in uneven chunks make the same file as one write (same codec settings)."""
+    frames = smooth_video(13, 30, 34)  # odd frame count, chunks of 5, 5, 3; even size
+    whole = io.write_video(frames, tmp_path / f"whole.{ext}", fps=8)
+    with io.VideoStream(tmp_path / f"streamed.{ext}", fps=8) as stream:
+        for start in range(0, 13, 5):
+            stream.append(frames[start : start + 5])
+            assert not io.video_target(tmp_path / f"streamed.{ext}").exists()  # nothing final before close
+    streamed = io.video_target(tmp_path / f"streamed.{ext}")
+    assert stream.num_frames == 13 and stream.size == (30, 34)
+    a, b = io.read_video(whole), io.read_video(streamed)
+    assert a.shape == b.shape == (13, 3, 30, 34)
+    assert torch.equal(a, b)  # frame for frame
+    if ext == "mp4":
+        assert whole.read_bytes() == streamed.read_bytes()
+    assert no_temps(tmp_path)
+
+
+def test_streamed_odd_size_pads_like_one_write(tmp_path):
+    frames = smooth_video(5, 17, 9)
+    io.write_video(frames, tmp_path / "whole.mp4")
+    with io.VideoStream(tmp_path / "streamed.mp4") as stream:
+        stream.append(frames[:2])
+        stream.append(frames[2:])
+    assert torch.equal(io.read_video(tmp_path / "whole.mp4"), io.read_video(tmp_path / "streamed.mp4"))
+
+
+@pytest.mark.parametrize("ext", ["mp4", "gif", "png"])
+def test_stream_error_midway_leaves_nothing(tmp_path, ext):
+    """An error between chunks: no output under the final name, the temporary removed, and an
+    older file of that name kept."""
+    path = tmp_path / f"clip.{ext}"
+    io.write_video(smooth_video(3), path)
+    old = io.video_digest(path)
+
+    def chunks():
+        yield smooth_video(4)
+        yield smooth_video(4)
+        raise RuntimeError("decoder died")
+
+    with pytest.raises(RuntimeError, match="decoder died"):
+        with io.VideoStream(path) as stream:
+            for chunk in chunks():
+                stream.append(chunk)
+    assert stream.num_frames == 8
+    assert io.video_digest(path) == old
+    assert no_temps(tmp_path)
+    fresh = tmp_path / f"fresh.{ext}"
+    with pytest.raises(RuntimeError):
+        with io.VideoStream(fresh) as stream:
+            for chunk in chunks():
+                stream.append(chunk)
+    assert not io.video_target(fresh).exists() and no_temps(tmp_path)
+
+
+def test_stream_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="no frames"):
+        with io.VideoStream(tmp_path / "empty.mp4"):
+            pass
+    with pytest.raises(ValueError, match="16x16 after 32x32"):
+        with io.VideoStream(tmp_path / "sizes.mp4") as stream:
+            stream.append(smooth_video(2))
+            stream.append(smooth_video(2, 16, 16))
+    assert not (tmp_path / "sizes.mp4").exists() and no_temps(tmp_path)
+    stream = io.VideoStream(tmp_path / "done.mp4")
+    stream.append(smooth_video(2))
+    stream.close()
+    with pytest.raises(ValueError, match="closed"):
+        stream.append(smooth_video(2))
+
+
+def test_save_result_streams_chunks_like_frames(tmp_path):
+    """`save_result` from decoded chunks (no frames held) writes the files and records that it
+    writes from the frames; an error mid-stream leaves no video and no record of any."""
+    result = fake_result(n=2, f=10)
+    held = io.save_result(result, tmp_path / "held.mp4", fps=8)
+    chunked = SimpleNamespace(**{**vars(result), "frames": None})
+    parts = (result.frames[:, s : s + 4] for s in range(0, 10, 4))
+    streamed = io.save_result(chunked, tmp_path / "streamed.mp4", fps=8, chunks=parts)
+    assert [p.name for p in streamed] == ["streamed-v0.mp4", "streamed-v1.mp4"]
+    for a, b in zip(held, streamed):
+        assert a.read_bytes() == b.read_bytes()
+        ra, rb = io.read_record(io.record_path(a)), io.read_record(io.record_path(b))
+        for key in ("num_frames", "height", "width", "num_videos", "video_sha256", "recipe_hash"):
+            assert ra[key] == rb[key]
+
+    def failing():
+        yield result.frames[:, :4]
+        raise RuntimeError("decoder died")
+
+    with pytest.raises(RuntimeError, match="decoder died"):
+        io.save_result(chunked, tmp_path / "failed.mp4", chunks=failing())
+    assert not list(tmp_path.glob("failed*")) and no_temps(tmp_path)

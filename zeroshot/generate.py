@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from zeroshot import noise as noise_priors
 from zeroshot.families import VideoModel, family_recipe, from_pipeline
+from zeroshot.families.base import inputs_for
 from zeroshot.recipe import Recipe, RecipeError, get_method, natural_method, resolve, validate
 from zeroshot.techniques import Run, apply_all, freeinit, t2v_zero
 
@@ -26,9 +28,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class VideoResult:
-    """Frames `(n, f, 3, H, W)` in [0, 1] (CPU, float32) and the clean latents `(n, c, f, h, w)`."""
+    """Frames `(n, f, 3, H, W)` in [0, 1] (CPU, float32; None when not decoded) and the clean
+    latents `(n, c, f, h, w)`."""
 
-    frames: torch.Tensor
+    frames: torch.Tensor | None
     latents: torch.Tensor
     recipe: Recipe
     prompt: str
@@ -124,6 +127,23 @@ def decode(vae, latents: torch.Tensor, *, chunk: int = 2) -> torch.Tensor:
     return decode_frames(vae, latents, chunk=chunk)
 
 
+def decode_chunks(model, latents: torch.Tensor, recipe: Recipe | None = None) -> Iterator[torch.Tensor]:
+    """The frames of clean latents `(n, c, f, h, w)` as `(n, k, 3, H, W)` chunks in [0, 1], in
+    order, for writing as they come (`zeroshot.io.save_result(..., chunks=...)`).
+
+    Families that decode frame by frame (sd, sdxl, animatediff, unet3d) yield
+    `families.sd.DECODE_FRAMES` frames at a time; svd yields its temporal decoder's chunks
+    (`svd.decode_chunk_size`); families whose causal 3-D VAE decodes a video whole
+    (cogvideox, wan) yield it as one chunk. The chunks joined equal `model.decode`.
+    """
+    model = as_video_model(model)
+    stream = getattr(model, "decode_chunks", None)
+    if stream is None:
+        yield model.decode(latents, **inputs_for(model.decode, recipe=recipe))
+        return
+    yield from stream(latents, **inputs_for(stream, recipe=recipe))
+
+
 def initial_noise(recipe: Recipe, shape, generator, *, latents=None, renoise_noise=None, **draw) -> torch.Tensor:
     """The initial noise: `latents` if given (checked, with `renoise_noise`, against `shape`),
     else drawn from the recipe's prior."""
@@ -161,6 +181,7 @@ def generate(
     progress: bool = True,
     latents: torch.Tensor | None = None,
     renoise_noise: torch.Tensor | None = None,
+    decode: bool = True,
 ) -> VideoResult:
     """Generate `num_videos` videos of `prompt`.
 
@@ -171,6 +192,8 @@ def generate(
     latents / renoise_noise: optional initial noise `(n, c, f, h, w)` (not yet scaled by the
     scheduler's `init_noise_sigma`) and T2V-Zero re-noising noise, to reproduce another
     implementation's draws.
+    decode=False: no frames (`VideoResult.frames` is None), only the latents, to decode as they
+    are written (`decode_chunks`), so the decoded video is never held whole.
     """
     model = as_video_model(model)
     if num_videos < 1:
@@ -186,4 +209,5 @@ def generate(
         run.encode_prompt(num_videos)
         run.progress = stack.enter_context(progress_bar(recipe)) if progress else None
         x0 = run.sample(noise, recipe.num_inference_steps)
-    return VideoResult(run.decode(x0), x0.float().cpu(), recipe, prompt, seed, model.model_id)
+    frames = run.decode(x0) if decode else None
+    return VideoResult(frames, x0.float().cpu(), recipe, prompt, seed, model.model_id)

@@ -11,6 +11,7 @@ Decoded video is `(f, 3, H, W)` float in [0, 1] here as everywhere in zeroshot.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -230,16 +231,26 @@ def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.permute(0, 2, 3, 1).cpu().numpy())  # f H W 3
 
 
-def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+def _even(frames: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sizes: the last row/column of odd-sized frames `(f, H, W, 3)` repeated."""
+    f, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return frames
+
+
+def _mp4_encoder(path: Path, height: int, width: int, fps: float):
+    """A started ffmpeg encoder (H.264, yuv420p, CRF `MP4_CRF`) of `height` x `width` frames
+    at `path`: `send` it uint8 frames `(H', W', 3)` of the even size, `close` it to finish the
+    file. `write_video` and `VideoStream` both encode through it, so their files are alike."""
     import imageio_ffmpeg
 
-    f, h, w, _ = frames.shape
-    if h % 2 or w % 2:  # yuv420p needs even sizes: repeat the last row/column
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        logger.info("padded %dx%d frames to %dx%d for yuv420p", w, h, frames.shape[2], frames.shape[1])
+    size = (width + width % 2, height + height % 2)
+    if size != (width, height):
+        logger.info("padding %dx%d frames to %dx%d for yuv420p", width, height, *size)
     writer = imageio_ffmpeg.write_frames(
         str(path),
-        (frames.shape[2], frames.shape[1]),
+        size,
         fps=fps,
         codec="libx264",
         pix_fmt_in="rgb24",
@@ -250,7 +261,12 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
         output_params=["-crf", str(MP4_CRF), "-movflags", "+faststart"],
     )
     writer.send(None)
-    for frame in frames:
+    return writer
+
+
+def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+    writer = _mp4_encoder(path, frames.shape[1], frames.shape[2], fps)
+    for frame in _even(frames):
         writer.send(np.ascontiguousarray(frame))
     writer.close()
 
@@ -309,6 +325,104 @@ def write_video(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, *, f
     finally:
         _remove(tmp)
     return target
+
+
+class VideoStream:
+    """A video written as its frames come: `append` chunks of `(k, 3, H, W)` frames in [0, 1]
+    (or uint8), then `close`. Nothing reaches the final name before `close`: frames go to a
+    temporary name beside it (mp4: straight into the encoder; png: one file per frame),
+    renamed into place when complete; `abort`, or leaving a `with` block on an error, removes
+    the temporary. Only one chunk is held at a time, except for gif, whose encoder (PIL)
+    needs every frame: it keeps the uint8 frames until `close`.
+
+    `write_video(frames, path)` writes the same file as one `append` of all the frames.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fps: float = 8):
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.path = check_output_path(path)
+        self.fps = fps
+        self.format = video_format(self.path)
+        self.target = video_target(self.path)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _temp_path(self.target)
+        self.num_frames = 0
+        self.size: tuple[int, int] | None = None  # (H, W) of the frames
+        self._encoder = None
+        self._gif: list[np.ndarray] = []
+        self._done = False
+
+    def append(self, frames: torch.Tensor | np.ndarray) -> None:
+        """Add frames `(k, 3, H, W)` at the end of the video."""
+        if self._done:
+            raise ValueError(f"{str(self.path)!r}: the stream is closed")
+        data = to_uint8(frames)  # k H W 3
+        size = data.shape[1:3]
+        if self.size is None:
+            self.size = size
+            if self.format == "mp4":
+                self._encoder = _mp4_encoder(self.tmp, *size, self.fps)
+            elif self.format == "png":
+                self.tmp.mkdir()
+        elif size != self.size:
+            raise ValueError(f"{str(self.path)!r}: frames of {size[0]}x{size[1]} after {self.size[0]}x{self.size[1]}")
+        if self.format == "mp4":
+            for frame in _even(data):
+                self._encoder.send(np.ascontiguousarray(frame))
+        elif self.format == "gif":
+            self._gif.extend(data)
+        else:
+            from PIL import Image
+
+            for i, frame in enumerate(data, start=self.num_frames):
+                Image.fromarray(frame).save(self.tmp / f"{i:05d}.png")
+        self.num_frames += len(data)
+
+    def close(self) -> Path:
+        """Finish the file and move it to its final name; returns what was written."""
+        if self._done:
+            raise ValueError(f"{str(self.path)!r}: the stream is closed")
+        try:
+            if self.num_frames == 0:
+                raise ValueError(f"{str(self.path)!r}: no frames were written")
+            if self.format == "mp4":
+                encoder, self._encoder = self._encoder, None
+                encoder.close()
+                _fsync(self.tmp)
+                os.replace(self.tmp, self.target)
+            elif self.format == "gif":
+                _write_gif(np.stack(self._gif), self.tmp, self.fps)
+                _fsync(self.tmp)
+                os.replace(self.tmp, self.target)
+            else:
+                for frame_file in self.tmp.iterdir():
+                    _fsync(frame_file)
+                _replace_dir(self.tmp, self.target)
+        finally:
+            self.abort()
+        return self.target
+
+    def abort(self) -> None:
+        """Stop writing and remove the temporary (the final name is left as it was)."""
+        self._done = True
+        self._gif = []
+        if self._encoder is not None:
+            encoder, self._encoder = self._encoder, None
+            try:
+                encoder.close()
+            except (OSError, RuntimeError, ValueError) as exc:  # the temporary goes anyway
+                logger.debug("closing the encoder of an aborted stream: %s", exc)
+        _remove(self.tmp)
+
+    def __enter__(self) -> VideoStream:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and not self._done:
+            self.close()
+        else:
+            self.abort()
 
 
 def _read_mp4(path: Path) -> np.ndarray:
@@ -408,14 +522,21 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def make_record(result: Any, *, index: int = 0, extra: dict | None = None) -> dict:
+def make_record(
+    result: Any, *, index: int = 0, extra: dict | None = None, size: tuple[int, int, int] | None = None
+) -> dict:
     """The run record of video `index` of a `VideoResult` (plain JSON data).
 
     Holds prompt, negative prompt, seed, the resolved recipe and its hash, model id,
     library versions, frame count and size, and the creation time (UTC). `extra` keys
-    are added at the top level (they may not replace these).
+    are added at the top level (they may not replace these). `size`: the video's
+    (frames, height, width) when the result holds no frames (decoded as they were written).
     """
     frames = result.frames
+    if frames is None:
+        if size is None:
+            raise ValueError("make_record: the result holds no frames; give size=(frames, height, width)")
+        frames = torch.empty(result.latents.shape[0], size[0], 3, size[1], size[2], device="meta")
     if frames.ndim == 4:
         frames = frames.unsqueeze(0)
     num_videos = frames.shape[0]
@@ -465,25 +586,41 @@ def read_record(path: str | os.PathLike) -> dict:
 
 
 def save_result(
-    result: Any, path: str | os.PathLike, *, fps: float = 8, extra: dict | None = None
+    result: Any, path: str | os.PathLike, *, fps: float = 8, extra: dict | None = None, chunks=None
 ) -> list[Path]:
     """Write every video of a `VideoResult` and its record; returns the video paths.
 
     One video goes to `path`; several go to `<stem>-v<i><suffix>`. Each record is
     `<stem>.json` beside its video, written after the video, so a record means a
     complete video.
+
+    `chunks`: the frames as they are decoded, an iterable of `(n, k, 3, H, W)` chunks
+    (`zeroshot.generate.decode_chunks`), streamed into the files (`VideoStream`) instead
+    of `result.frames`, so the decoded video is never held whole. An error while
+    streaming leaves no file (and no temporary) behind.
     """
-    frames = result.frames
-    if frames.ndim == 4:
-        frames = frames.unsqueeze(0)
-    paths = video_paths(path, frames.shape[0])
+    num_videos = result.latents.shape[0] if result.frames is None else (
+        1 if result.frames.ndim == 4 else result.frames.shape[0]
+    )
+    if chunks is None:
+        frames = result.frames if result.frames.ndim == 5 else result.frames.unsqueeze(0)
+        chunks = [frames]
+    paths = video_paths(path, num_videos)
     for p in paths:
         check_output_path(p)
+    with contextlib.ExitStack() as stack:
+        streams = [stack.enter_context(VideoStream(p, fps=fps)) for p in paths]
+        for chunk in chunks:
+            if chunk.shape[0] != num_videos:
+                raise ValueError(f"a chunk of {chunk.shape[0]} videos for {num_videos}")
+            for stream, frames in zip(streams, chunk):
+                stream.append(frames)
+        videos = [stream.close() for stream in streams]
     written = []
-    for i, p in enumerate(paths):
-        video = write_video(frames[i], p, fps=fps)
+    for i, (p, video) in enumerate(zip(paths, videos)):
+        stream = streams[i]
         fields = {"video": video.name, "video_sha256": video_digest(video), "fps": fps}
-        record = make_record(result, index=i, extra={**fields, **(extra or {})})
+        record = make_record(result, index=i, extra={**fields, **(extra or {})}, size=(stream.num_frames, *stream.size))
         write_record(record_path(p), record)
         written.append(video)
     return written
@@ -530,6 +667,7 @@ def read_lines(path: str | os.PathLike) -> list[dict]:
 
 __all__ = [
     "VIDEO_FORMATS",
+    "VideoStream",
     "append_line",
     "check_output_path",
     "clean_stale_temps",

@@ -154,7 +154,7 @@ def build_recipe(args: argparse.Namespace, family=None):
 def run_generate(args: argparse.Namespace) -> int:
     """Run `zeroshot generate`: check every input, then load the model, generate and save."""
     from zeroshot import io, models
-    from zeroshot.generate import generate, prepare_recipe
+    from zeroshot.generate import decode_chunks, generate, prepare_recipe
 
     spec = model_spec(args)
     spec.check()
@@ -170,9 +170,10 @@ def run_generate(args: argparse.Namespace) -> int:
     io.check_output_path(out)
 
     model = spec.load()
+    # frames are decoded as they are written: the decoded video is never held whole
     result = generate(model, args.prompt, recipe, seed=args.seed, num_videos=args.num_videos,
-                      progress=not args.quiet)
-    for path in io.save_result(result, out, fps=args.fps):
+                      progress=not args.quiet, decode=False)
+    for path in io.save_result(result, out, fps=args.fps, chunks=decode_chunks(model, result.latents, result.recipe)):
         print(path)
     return 0
 

@@ -7,12 +7,17 @@ through the hooks techniques install (cross-frame attention) or the latents they
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from zeroshot.families.base import Components, Cond, ModelFn, guided, layers_of_kind
+
+#: Video frames per chunk of `decoded_chunks` (both `decode` and a streamed write go by it,
+#: so they make the same VAE calls and the same frames).
+DECODE_FRAMES = 8
 
 
 @dataclass
@@ -102,6 +107,10 @@ class SD(Components):
         """`(b, c, f, h, w)` latents to frames `(b, f, 3, H, W)` in [0, 1] (CPU float32), in chunks."""
         return decode_frames(self.vae, latents, chunk=chunk)
 
+    def decode_chunks(self, latents: torch.Tensor, *, frames: int = DECODE_FRAMES) -> Iterator[torch.Tensor]:
+        """The frames of `decode`, `frames` at a time: `(b, k, 3, H, W)` chunks in order."""
+        return decoded_chunks(self.vae, latents, frames=frames)
+
     def attention_layers(self, kind: str) -> list[str]:
         """Processor names of one kind: per-frame spatial self-attention (attn1), text
         cross-attention (attn2); an image UNet has no temporal attention."""
@@ -156,20 +165,35 @@ def encode_frames(vae, frames: torch.Tensor, *, chunk: int = 2, scale: bool = Tr
 
 
 @torch.no_grad()
+def decoded_chunks(vae, latents: torch.Tensor, *, frames: int = DECODE_FRAMES, chunk: int = 2) -> Iterator[torch.Tensor]:
+    """Decode `(b, c, f, h, w)` latents `frames` video frames at a time: yields `(b, k, 3, H, W)`
+    in [0, 1] (CPU float32) for consecutive frame ranges; the VAE sees `chunk` frames per call."""
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    n = latents.shape[0]
+    for start in range(0, latents.shape[2], frames):
+        flat = (fold(latents[:, :, start : start + frames]) / vae.config.scaling_factor).to(vae.dtype)  # (n k) c h w
+        images = [
+            (vae.decode(flat[i : i + chunk], return_dict=False)[0] / 2 + 0.5).clamp(0, 1).float().cpu()
+            for i in range(0, len(flat), chunk)
+        ]
+        out = torch.cat(images) if len(images) > 1 else images[0]
+        yield out.reshape(n, -1, *out.shape[1:])  # n k 3 H W
+
+
+@torch.no_grad()
 def decode_frames(vae, latents: torch.Tensor, *, chunk: int = 2) -> torch.Tensor:
     """Decode `(b, c, f, h, w)` latents frame by frame to `(b, f, 3, H, W)` in [0, 1].
 
-    Each chunk of `chunk` frames is decoded and written into the output at once, so the
-    decoded video is held once (not as a list of chunks plus their concatenation).
+    The chunks of `decoded_chunks` are written into the output as they come, so the decoded
+    video is held once (not as a list of chunks plus their concatenation).
     """
-    n, c, f, h, w = latents.shape
-    flat = latents.permute(0, 2, 1, 3, 4).reshape(n * f, c, h, w) / vae.config.scaling_factor
-    flat = flat.to(vae.dtype)
+    n, _, f = latents.shape[:3]
     out = None
-    for start in range(0, n * f, chunk):
-        image = vae.decode(flat[start : start + chunk], return_dict=False)[0]
-        image = (image / 2 + 0.5).clamp(0, 1).float().cpu()
+    start = 0
+    for part in decoded_chunks(vae, latents, chunk=chunk):
         if out is None:
-            out = torch.empty((n * f, *image.shape[1:]), dtype=torch.float32)
-        out[start : start + len(image)] = image
-    return out.reshape(n, f, *out.shape[1:])
+            out = torch.empty((n, f, *part.shape[2:]), dtype=torch.float32)
+        out[:, start : start + part.shape[1]] = part
+        start += part.shape[1]
+    return out

@@ -15,6 +15,7 @@ The text prompt conditions nothing (it names the output).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -193,16 +194,20 @@ class SVD(Components):
         """`(b, c, f, h, w)` latents to frames `(b, f, 3, H, W)` in [0, 1] (CPU float32); the
         temporal decoder sees `recipe.svd.decode_chunk_size` frames of a video at a time (all
         without one)."""
+        return torch.cat(list(self.decode_chunks(latents, recipe=recipe)), dim=1)
+
+    @torch.no_grad()
+    def decode_chunks(self, latents: torch.Tensor, *, recipe=None) -> Iterator[torch.Tensor]:
+        """The frames of `decode` as the temporal decoder makes them: `(b, k, 3, H, W)` chunks
+        of `recipe.svd.decode_chunk_size` frames of every video (one chunk without it)."""
         chunk = recipe.svd.decode_chunk_size if recipe is not None and recipe.svd is not None else None
-        videos = []
-        for video in latents:
-            z = video.permute(1, 0, 2, 3) / self.vae.config.scaling_factor  # f c h w
+        z = latents.permute(0, 2, 1, 3, 4) / self.vae.config.scaling_factor  # b f c h w
+        for start in range(0, z.shape[1], chunk or z.shape[1]):
             parts = [
-                self.vae.decode(part.to(self.vae.dtype), num_frames=len(part)).sample
-                for part in z.split(chunk or len(z))
+                self.vae.decode(video.to(self.vae.dtype), num_frames=len(video)).sample
+                for video in z[:, start : start + (chunk or z.shape[1])]
             ]
-            videos.append(torch.cat(parts))
-        return (torch.stack(videos).float() / 2 + 0.5).clamp(0, 1).cpu()
+            yield (torch.stack(parts).float() / 2 + 0.5).clamp(0, 1).cpu()  # b k 3 H W
 
     def attention_layers(self, kind: str) -> list[str]:
         """Spatial blocks (`transformer_blocks`: attn1 per-frame self-attention, attn2 image

@@ -212,7 +212,8 @@ class ModelSpec:
 
     `path`: as for `load` (None: the embedded model); `config`: configs for a single file;
     `dtype`: one of `DTYPES`; `device`: None means the GPU when there is one; `loras`:
-    (file, scale) pairs merged in order (`zeroshot.trained.lora.personalised_model`).
+    (file, scale) pairs merged in order (`zeroshot.trained.lora.personalised_model`);
+    `offload`, `vae_tiling`: `zeroshot.memory`'s model CPU offload and tiled VAE.
     """
 
     path: str | None = None
@@ -221,6 +222,8 @@ class ModelSpec:
     dtype: str | None = None
     device: str | None = None
     loras: tuple[tuple[str, float], ...] = ()
+    offload: bool = False
+    vae_tiling: bool = False
 
     @property
     def render_id(self) -> str | None:
@@ -238,15 +241,31 @@ class ModelSpec:
         check_model_arg(self.path, allow_pickle=self.allow_pickle)
         for file, _ in self.loras:
             file_format(file)
+        if self.offload or self.vae_tiling:
+            from zeroshot import memory
+
+            try:
+                memory.check(peek(self.path).family_class, offload=self.offload, vae_tiling=self.vae_tiling,
+                             device=self.device)
+            except memory.MemoryOptionError as exc:
+                raise ModelError(str(exc)) from None
 
     def load(self, device: str | None = None) -> Model:
         """The model on `device` (default: `self.device`, else the GPU when there is one)."""
         from zeroshot.loras import apply_loras
 
+        from zeroshot import memory
+
         device = device or self.device or ("cuda" if torch.cuda.is_available() else None)
         dtype = getattr(torch, self.dtype) if self.dtype else None
-        model = load(self.path, allow_pickle=self.allow_pickle, device=device, dtype=dtype, config=self.config)
-        return apply_loras(model, self.loras)
+        target = "cpu" if self.offload else device  # offload: components wait in CPU memory
+        model = load(self.path, allow_pickle=self.allow_pickle, device=target, dtype=dtype, config=self.config)
+        model = apply_loras(model, self.loras)
+        if self.vae_tiling:
+            memory.enable_vae_tiling(model)
+        if self.offload:
+            memory.enable_offload(model, device or "cuda")
+        return model
 
 
 def _pipeline_class(family: type):

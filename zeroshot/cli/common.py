@@ -72,8 +72,8 @@ def pair_arg(text: str) -> tuple[float, float]:
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
-    """--model, --model-config, --allow-pickle, --lora, --device, --dtype."""
-    p.add_argument("--model", default=None, help="diffusers folder (sd, sdxl, animatediff, unet3d, svd, cogvideox), embedded name (shapes, shapes-v2), "
+    """--model, --model-config, --allow-pickle, --lora, --device, --dtype, --offload, --vae-tiling."""
+    p.add_argument("--model", default=None, help="diffusers folder (sd, sdxl, animatediff, unet3d, svd, cogvideox, wan), embedded name (shapes, shapes-v2), "
                    ".safetensors file or hub id (default: shapes)")
     p.add_argument("--model-config", default=None, help="local diffusers folder with configs for a single file")
     p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints")
@@ -81,6 +81,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="merge a LoRA .safetensors (diffusers/PEFT, kohya or zeroshot layout) (repeatable)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None)
+    p.add_argument("--offload", action="store_true",
+                   help="model CPU offload: components wait in CPU memory and move to the GPU while they run")
+    p.add_argument("--vae-tiling", action="store_true", help="decode in overlapping tiles (VAE memory flat in frame size)")
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
@@ -90,7 +93,7 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
 
     loras = tuple((str(path), scale) for path, scale in map(parse_lora_arg, args.lora))
     return ModelSpec(args.model, allow_pickle=args.allow_pickle, config=args.model_config, dtype=args.dtype,
-                     device=args.device, loras=loras)
+                     device=args.device, loras=loras, offload=args.offload, vae_tiling=args.vae_tiling)
 
 
 __all__ = [

@@ -134,6 +134,7 @@ class Components:
     defaults: dict[str, Any] = field(default_factory=dict)  # recommended recipe settings (zeroshot.json)
     vocabulary: list[str] | None = None  # the words a closed-vocabulary model knows
     path: str | None = None  # the folder it was loaded from (relative defaults resolve here)
+    execution_device: torch.device | None = None  # where tensors go under model CPU offload (zeroshot.memory)
 
     @classmethod
     def component_names(cls) -> tuple[str, ...]:
@@ -171,7 +172,7 @@ class Components:
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.device
+        return self.execution_device or self.denoiser.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -238,3 +238,23 @@ def test_background_metrics_separate_a_kept_background_from_a_redrawn_one():
     assert np.mean(redrawn) < 0.3
     plain = world.render_video(world.sample_scene_v2(rng, pattern="plain"), world.ShapeMotion(), 3)
     assert np.isnan(background_metrics(plain.frames, plain.caption)["background_identity"])
+
+
+def test_motion_training_clips_of_world_v2_skip_held_out_captions_and_pan():
+    """`train_motion --world v2`: v2 captions (patterns named), never a held-out combination,
+    and backgrounds that move by themselves in some clips."""
+    from zeroshot.trained.train_motion import ShapesVideos
+
+    clips = ShapesVideos(seed=0, batch_size=4, frames=(8,), size=64, length=40, world="v2")
+    patterns, panned = set(), 0
+    for i in range(len(clips)):
+        frames, text = clips[i]
+        assert frames.shape == (8, 3, 64, 64)
+        combo = world.parse_caption_v2(text)
+        assert combo not in world.HELD_OUT_V2
+        patterns.add(combo[3])
+        if combo[3] != "plain":
+            panned += int(frames[0].ne(frames[-1]).float().mean() > 0.5)  # the whole background moved
+    assert len(patterns) >= 3 and panned > 0
+    with pytest.raises(ValueError, match="v1 or v2"):
+        ShapesVideos(0, 1, (8,), 64, 1, world="v3")

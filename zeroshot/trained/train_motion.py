@@ -45,15 +45,20 @@ from zeroshot.trained import zoo
 logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "shapes" / "model"
+EMBEDDED_MODEL_V2 = EMBEDDED_MODEL.with_name("model_v2")
 DEFAULT_OUT = Path(__file__).resolve().parent / "weights" / "shapes_motion.safetensors"
 DEFAULT_CHECKPOINT = "/tmp/zeroshot-motion/checkpoint.pt"
 
 
-def default_paths(design: str) -> tuple[str, str]:
-    """(out, checkpoint) defaults of a design: today's for animatediff, per design otherwise."""
+def default_paths(design: str, world: str = "v1") -> tuple[str, str]:
+    """(out, checkpoint) defaults of a design: today's for animatediff, per design otherwise;
+    world v2's with a `_v2` suffix."""
+    suffix = "" if world == "v1" else f"_{world}"
     if design == "animatediff":
-        return str(DEFAULT_OUT), DEFAULT_CHECKPOINT
-    return str(DEFAULT_OUT.with_name(f"shapes_{design}.safetensors")), f"/tmp/zeroshot-motion/{design}.pt"
+        return (str(DEFAULT_OUT.with_name(f"shapes{suffix}_motion.safetensors")),
+                DEFAULT_CHECKPOINT.replace("checkpoint", f"checkpoint{suffix}"))
+    return (str(DEFAULT_OUT.with_name(f"shapes{suffix}_{design}.safetensors")),
+            f"/tmp/zeroshot-motion/{design}{suffix}.pt")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class TrainConfig:
     design: str = "animatediff"  # zeroshot.trained.zoo.DESIGNS
     options: dict = field(default_factory=dict)  # the design's options (zoo.OPTIONS)
     joint_images: float = 0.0  # fraction of batches trained as images (temporal layers off)
+    world: str = "v1"  # shapes world of the clips: v1, or v2 (patterned backgrounds, camera pans)
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,11 +98,16 @@ class ShapesVideos(torch.utils.data.Dataset):
     """Item `i`: a shapes-world clip drawn from `numpy.random.default_rng([seed, i])`.
 
     Its length is `frames[(i // batch_size) % len(frames)]`, so a batch has one length.
-    Returns (frames (f, 3, H, W) float in [0, 1], caption).
+    Returns (frames (f, 3, H, W) float in [0, 1], caption). World v2 clips move the object
+    and the background separately and never show a held-out caption (`HELD_OUT_V2`).
     """
 
-    def __init__(self, seed: int, batch_size: int, frames: tuple[int, ...], size: int, length: int):
+    def __init__(self, seed: int, batch_size: int, frames: tuple[int, ...], size: int, length: int,
+                 world: str = "v1"):
+        if world not in ("v1", "v2"):
+            raise ValueError(f"world must be v1 or v2, got {world!r}")
         self.seed, self.batch_size, self.frames, self.size, self.length = seed, batch_size, frames, size, length
+        self.world = world
 
     def __len__(self) -> int:
         return self.length
@@ -104,11 +115,14 @@ class ShapesVideos(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         import numpy as np
 
-        from zeroshot.shapes.world import sample_video
+        from zeroshot.shapes import world
 
         rng = np.random.default_rng([self.seed, index])
         num_frames = self.frames[(index // self.batch_size) % len(self.frames)]
-        video = sample_video(rng, num_frames, size=self.size)
+        if self.world == "v2":
+            video = world.sample_video_v2(rng, num_frames, size=self.size, exclude=world.HELD_OUT_V2)
+        else:
+            video = world.sample_video(rng, num_frames, size=self.size)
         return torch.from_numpy(video.frames), video.caption
 
 
@@ -240,7 +254,8 @@ def train(
     tokenizer, scheduler = components["tokenizer"], components["scheduler"]
     if dataset is None:
         size = int(unet.config.sample_size) * (2 ** (len(vae.config.block_out_channels) - 1))
-        dataset = ShapesVideos(config.seed, config.batch_size, config.frames, size, config.steps * config.batch_size)
+        dataset = ShapesVideos(config.seed, config.batch_size, config.frames, size, config.steps * config.batch_size,
+                               world=config.world)
 
     motion_unet = build_model(unet, config).to(device)
     params = zoo.trainable_parameters(motion_unet)
@@ -372,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a design option (repeatable; JSON values, e.g. heads=4)")
     parser.add_argument("--joint-images", type=float, default=0.0, metavar="P",
                         help="fraction of batches trained as images, temporal layers off (0..1)")
-    parser.add_argument("--model", default=None, help="SD model folder (default: the embedded shapes model)")
+    parser.add_argument("--world", choices=("v1", "v2"), default="v1",
+                        help="shapes world of the training clips (v2: patterned backgrounds, pans; held-out captions excluded)")
+    parser.add_argument("--model", default=None,
+                        help="SD model folder (default: the embedded shapes model of --world)")
     parser.add_argument("--out", default=None,
                         help="module .safetensors file (or adapter folder for animatediff) to write "
                              "(default: weights/shapes_motion.safetensors; shapes_<design>.safetensors for other designs)")
@@ -405,9 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.design == "animatediff" and max(args.frames) > args.max_seq_length:
         parser.error(f"--frames {max(args.frames)} exceeds --max-seq-length {args.max_seq_length}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out, checkpoint = default_paths(args.design)
+    out, checkpoint = default_paths(args.design, args.world)
     config = TrainConfig(
-        model=args.model,
+        model=args.model if args.model or args.world == "v1" else str(EMBEDDED_MODEL_V2),
         out=out if args.out is None else args.out,
         checkpoint=checkpoint if args.checkpoint is None else args.checkpoint,
         steps=args.steps,
@@ -425,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         design=args.design,
         options=dict(args.option),
         joint_images=args.joint_images,
+        world=args.world,
     )
     try:
         result = train(config, time_limit_s=args.time_limit)

@@ -137,6 +137,31 @@ class Chunks:
 
 
 @dataclass(frozen=True)
+class StepCache:
+    """DeepCache-style step caching (Ma et al., CVPR 2024, arXiv 2312.00858;
+    zeroshot.techniques.step_cache): every `interval` steps the UNet runs whole and the output
+    of its deep part (below the `branch`-th resolution level) is kept; the steps between
+    recompute only the shallow levels 0..`branch` around that kept feature. interval=1 is
+    the uncached run."""
+
+    interval: int = 3
+    branch: int = 0
+
+
+@dataclass(frozen=True)
+class TokenMerge:
+    """Token merging for Stable Diffusion (ToMe for SD, Bolya & Hoffman, arXiv 2303.17604;
+    zeroshot.techniques.token_merge): spatial self-attention runs on `ratio` fewer tokens,
+    each merged (bipartite soft matching) into its most similar token of a `stride` x `stride`
+    grid, and copied back after; only layers at most `max_downsample` times coarser than the
+    latents. ratio=0 is the unmerged run."""
+
+    ratio: float = 0.5
+    stride: int = 2
+    max_downsample: int = 1
+
+
+@dataclass(frozen=True)
 class SVD:
     """Stable Video Diffusion's own conditioning (`svd` models; zeroshot.families.svd), as its
     pipeline takes it. The guidance rises linearly over the frames from `min_guidance_scale`
@@ -206,6 +231,8 @@ class Recipe:
     animatediff: AnimateDiff | None = None
     windows: Windows | None = None
     chunks: Chunks | None = None
+    step_cache: StepCache | None = None
+    token_merge: TokenMerge | None = None
     prompt_at: tuple[str, ...] = ()  # prompt travel: "FRAME:PROMPT" entries (techniques.prompt_travel)
     image: str | None = None  # input image (path) of image-to-video models (svd)
     video: str | None = None  # input video (path) of video-to-video methods (edit)
@@ -642,6 +669,8 @@ __all__ = [
     "SVD",
     "Windows",
     "Chunks",
+    "StepCache",
+    "TokenMerge",
     "ControlNet",
     "Edit",
     "apply_override",

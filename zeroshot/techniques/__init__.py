@@ -20,11 +20,14 @@ from zeroshot.techniques import (
     controlnet,
     cross_frame,
     edit,
+    flow_adapter,
     freeinit,
     noise,
     prompt_travel,
     smoothing,
+    step_cache,
     t2v_zero,
+    token_merge,
     warped_noise,
     windows,
 )
@@ -32,13 +35,15 @@ from zeroshot.techniques.run import Run
 
 #: Every technique, in the order they wire themselves in: the model first (animatediff) and
 #: its conditioning (prompt_travel), cross_frame (whose state controlnet shares on its ControlNets),
+#: flow_adapter after controlnet (its residuals add to the ControlNets'),
 #: then wrappers of the model function (cross_frame innermost, then chunks, which feed it
-#: one chunk at a time, then windows, so each window sees its own frames), then samplers (t2v_zero with
+#: one chunk at a time, then windows, so each window sees its own frames, then step_cache, whose
+#: steps span every chunk and window; token_merge wraps the cross-frame processors), then samplers (t2v_zero with
 #: smoothing inside it; edit, which starts from the encoded input), FreeInit around whatever sampler results, and flow-warped noise
 #: outermost (it replaces the initial noise that FreeInit and T2V-Zero start from).
 TECHNIQUES = (
-    noise, animatediff, prompt_travel, cross_frame, controlnet, chunks, windows, t2v_zero, smoothing, edit, freeinit,
-    warped_noise,
+    noise, animatediff, prompt_travel, cross_frame, controlnet, flow_adapter, chunks, windows, step_cache, token_merge,
+    t2v_zero, smoothing, edit, freeinit, warped_noise,
 )
 
 

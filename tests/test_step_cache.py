@@ -1,0 +1,107 @@
+"""DeepCache-style step caching (zeroshot.techniques.step_cache): interval 1 is the uncached
+run exactly, deep blocks are skipped between full steps, chunks see the same cache, the
+UNet is restored, refusals are one line."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from zeroshot.generate import generate
+from zeroshot.recipe import Chunks, CrossFrame, Motion, Recipe, RecipeError, StepCache, validate
+from zeroshot.techniques.step_cache import deep_modules, step_cache
+
+RECIPE = Recipe(method="t2v-zero", num_frames=5, height=32, width=32, num_inference_steps=7, guidance_scale=3.0,
+                cross_frame=CrossFrame(), motion=Motion(translate=(4.0, 0.0)))
+
+
+def forwards(unet):
+    return {name: "forward" in vars(m) for name, m in unet.named_modules()}
+
+
+def test_interval_one_is_the_uncached_run_exactly(tiny_model):
+    plain = generate(tiny_model, "a red cat", RECIPE, num_videos=2, progress=False)
+    cached = generate(tiny_model, "a red cat", replace(RECIPE, step_cache=StepCache(interval=1)), num_videos=2,
+                      progress=False)
+    assert torch.equal(plain.latents, cached.latents)
+
+
+def test_cached_steps_skip_the_deep_blocks_and_change_little(tiny_model):
+    unet = tiny_model.unet
+    before = forwards(unet)
+    calls = []
+    handle = unet.mid_block.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        plain = generate(tiny_model, "a red cat", RECIPE, progress=False).latents
+        n_plain = len(calls)
+        calls.clear()
+        cached = generate(tiny_model, "a red cat", replace(RECIPE, step_cache=StepCache(interval=3)),
+                          progress=False).latents
+    finally:
+        handle.remove()
+    # the hook on the mid block fires on every call (the patched forward runs inside it);
+    # the mid block's own compute is counted by the cache state instead
+    assert len(calls) == n_plain
+    assert forwards(unet) == before  # every patched forward removed
+    diff = (plain - cached).abs().max()
+    assert 0 < diff < 0.5 * plain.abs().max()
+
+
+def test_full_and_cached_calls_follow_the_interval(tiny_model):
+    unet = tiny_model.unet
+    x = torch.randn(2, 4, 8, 8)
+    e = torch.randn(2, 77, 32)
+    with torch.no_grad():
+        plain = [unet(x, 500 - 50 * i, encoder_hidden_states=e).sample for i in range(7)]
+        with step_cache(unet, interval=3) as state:
+            outs = []
+            for index in range(7):
+                state.begin_step(index)
+                outs.append(unet(x, 500 - 50 * index, encoder_hidden_states=e).sample)
+            assert (state.full_calls, state.cached_calls) == (3, 4)  # steps 0, 3, 6 full
+            state.begin_step(0)  # the schedule starts again (another pass): full
+            again = unet(x, 500, encoder_hidden_states=e).sample
+            state.begin_step(1)
+            unet(x[:1], 450, encoder_hidden_states=e[:1])  # another shape than the kept one: full
+            assert (state.full_calls, state.cached_calls) == (5, 4)
+            state.begin_step(2)
+            same = unet(x, 500, encoder_hidden_states=e).sample  # cached, at the kept step's input
+    for i in (0, 3, 6):
+        assert torch.equal(outs[i], plain[i])  # full steps are the plain UNet
+    for i in (1, 2, 4, 5):
+        assert not torch.equal(outs[i], plain[i])  # cached steps reuse the deep feature
+    assert torch.equal(again, plain[0]) and torch.equal(same, plain[0])
+
+
+def test_chunks_share_the_cache(tiny_model):
+    cached = replace(RECIPE, num_frames=7, step_cache=StepCache(interval=2))
+    whole = generate(tiny_model, "a red cat", cached, num_videos=2, progress=False).frames
+    chunked = generate(tiny_model, "a red cat", replace(cached, chunks=Chunks(3)), num_videos=2,
+                       progress=False).frames
+    assert (whole - chunked).abs().max() <= 1e-5
+
+
+def test_restored_after_an_error(tiny_model):
+    unet = tiny_model.unet
+    before = forwards(unet)
+    processors = dict(unet.attn_processors)
+
+    def boom(i, t, latents):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        generate(tiny_model, "a red cat", replace(RECIPE, step_cache=StepCache(interval=2)), callback=boom,
+                 progress=False)
+    assert forwards(unet) == before and dict(unet.attn_processors) == processors
+    assert not unet._forward_pre_hooks
+
+
+def test_refusals_are_one_line(tiny_model):
+    from zeroshot.families import FAMILY_CLASSES
+
+    with pytest.raises(RecipeError, match="interval must be >= 1"):
+        validate(replace(RECIPE, step_cache=StepCache(interval=0)))
+    with pytest.raises(RecipeError, match="transformer"):
+        validate(Recipe(method="video", step_cache=StepCache()), family=FAMILY_CLASSES["wan"])
+    with pytest.raises(RecipeError, match=r"branch must be in \[0, 0\]"):
+        deep_modules(tiny_model.unet, 1)

@@ -1,0 +1,167 @@
+"""DeepCache-style step caching (`recipe.step_cache`; Ma et al., "DeepCache: Accelerating
+Diffusion Models for Free", CVPR 2024, arXiv 2312.00858).
+
+A UNet's high-level features change slowly from one denoising step to the next. At a full
+step the whole UNet runs and the output of its deep part is kept: the feature that enters
+the up blocks of the `branch` shallowest resolution levels (the output of up block
+`len(up_blocks) - 2 - branch`). At the `interval - 1` steps after it only the shallow
+levels run: `conv_in`, down blocks `0..branch` (which make the skip connections those up
+blocks take), then up blocks from `len(up_blocks) - 1 - branch` on, fed with the kept feature.
+The deep down blocks, the mid block and the deep up blocks return placeholders of their
+outputs' shapes (zero-stride tensors, no compute) so the UNet's own forward runs unchanged.
+
+Our own implementation over the UNet's modules (scoped `forward` patches, restored on
+leaving), at block granularity (the paper also splits inside blocks). The cache is kept per
+network call of a step (chunks, classifier-free guidance batches), and a call whose input
+shape differs from the kept one (T2V-Zero's frame-0 pass, then all frames) runs full.
+The kept features grow with the video's frames: with chunks, memory is no longer flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from zeroshot.recipe import RecipeError
+
+
+@dataclass
+class CacheState:
+    """What the patched modules read: whether the running call is full, and per call of a step
+    (`slot`) the input shape, the kept deep feature and the placeholders' shapes."""
+
+    interval: int = 1
+    full_step: bool = True
+    full_call: bool = True
+    slot: int = -1
+    last_full: int | None = None
+    slots: dict[int, dict] = field(default_factory=dict)
+    full_calls: int = 0
+    cached_calls: int = 0
+
+    def begin_step(self, index: int) -> None:
+        """A new denoising step at schedule index `index`: full every `interval` steps from the
+        last full one (and whenever the schedule starts again)."""
+        last = self.last_full
+        self.full_step = last is None or index <= last or index - last >= self.interval
+        if self.full_step:
+            self.last_full = index
+        self.slot = -1
+
+    def begin_call(self, sample: torch.Tensor) -> None:
+        """A UNet call of the running step (its input `sample`)."""
+        self.slot += 1
+        entry = self.slots.get(self.slot)
+        self.full_call = self.full_step or entry is None or entry["shape"] != tuple(sample.shape)
+        if self.full_call:
+            self.slots[self.slot] = {"shape": tuple(sample.shape)}
+            self.full_calls += 1
+        else:
+            self.cached_calls += 1
+
+    @property
+    def entry(self) -> dict:
+        return self.slots[self.slot]
+
+
+def _placeholder(out):
+    """Zero-stride zeros of each tensor's shape in `out` (tensors, tuples and lists of them)."""
+    if isinstance(out, torch.Tensor):
+        return torch.zeros((), dtype=out.dtype, device=out.device).expand(out.shape)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_placeholder(o) for o in out)
+    return out
+
+
+def _patch(module, key: str, state: CacheState, *, keep: bool):
+    """A `forward` for `module` that runs it on full calls (keeping its output when `keep`, else
+    a placeholder of it) and replays what was kept on cached calls."""
+    original = module.forward
+
+    def forward(*args, **kwargs):
+        if state.full_call:
+            out = original(*args, **kwargs)
+            state.entry[key] = out if keep else _placeholder(out)
+            return out
+        return state.entry[key]
+
+    return forward
+
+
+def deep_modules(unet, branch: int) -> tuple[list[tuple[str, torch.nn.Module]], str]:
+    """The modules skipped on cached calls (name, module) and the name of the one whose output
+    is kept: down blocks after `branch`, the mid block, up blocks before the last `branch + 1`."""
+    down, up = list(unet.down_blocks), list(unet.up_blocks)
+    if not 0 <= branch <= len(up) - 2:
+        raise RecipeError(f"step_cache.branch must be in [0, {len(up) - 2}] for this UNet's {len(up)} levels, got {branch}")
+    skipped = [(f"down_blocks.{i}", down[i]) for i in range(branch + 1, len(down))]
+    if getattr(unet, "mid_block", None) is not None:
+        skipped.append(("mid_block", unet.mid_block))
+    kept = len(up) - 2 - branch
+    skipped += [(f"up_blocks.{i}", up[i]) for i in range(kept + 1)]
+    return skipped, f"up_blocks.{kept}"
+
+
+@contextlib.contextmanager
+def step_cache(unet, *, interval: int, branch: int = 0) -> Iterator[CacheState]:
+    """Install step caching on a UNet with `down_blocks`, `mid_block` and `up_blocks` for the
+    block; yields the `CacheState` (call `begin_step(index)` before each step's calls). The
+    modules' own `forward` is restored on leaving, even on error."""
+    state = CacheState(interval=interval)
+    skipped, kept = deep_modules(unet, branch)
+    patched = []
+    handle = unet.register_forward_pre_hook(
+        lambda module, args, kwargs: state.begin_call(args[0] if args else kwargs["sample"]), with_kwargs=True
+    )
+    try:
+        for name, module in skipped:
+            had = "forward" in vars(module)
+            previous = vars(module).get("forward")
+            module.forward = _patch(module, name, state, keep=name == kept)
+            patched.append((module, had, previous))
+        yield state
+    finally:
+        handle.remove()
+        for module, had, previous in reversed(patched):
+            if had:
+                module.forward = previous
+            else:
+                del module.forward
+        state.slots.clear()
+
+
+def check(recipe, family) -> None:
+    c = recipe.step_cache
+    if c is None:
+        return
+    if c.interval < 1:
+        raise RecipeError(f"step_cache.interval must be >= 1, got {c.interval}")
+    if c.branch < 0:
+        raise RecipeError(f"step_cache.branch must be >= 0, got {c.branch}")
+    if "unet" not in family.component_names():
+        raise RecipeError(
+            f"step_cache: {family.family} models denoise with a transformer; step caching reuses a UNet's deep levels"
+        )
+
+
+def apply(run) -> None:
+    c = run.recipe.step_cache
+    if c is None:
+        return
+    unet = run.model.denoiser
+    if not all(hasattr(unet, name) for name in ("down_blocks", "up_blocks")):
+        raise RecipeError(f"step_cache: the {run.model.family} model's network has no down and up blocks")
+    state = run.stack.enter_context(step_cache(unet, interval=c.interval, branch=c.branch))
+    run.extras["step_cache"] = state
+    inner = run.model_fn
+
+    def model_fn(x, t, cond):
+        steps = run.timesteps
+        hit = (steps == t).nonzero() if steps is not None else []
+        state.begin_step(int(hit[0]) if len(hit) else 0)
+        return inner(x, t, cond)
+
+    run.model_fn = model_fn

@@ -10,7 +10,7 @@ import torch
 
 from zeroshot import models, testing
 from zeroshot.families import FAMILY_CLASSES, SDXL, AnimateDiff, UNet3D
-from zeroshot.families.base import takes_image
+from zeroshot.families.base import takes_image, takes_video
 from zeroshot.generate import decode_chunks, generate
 from zeroshot.recipe import CrossFrame, Motion, Recipe, RecipeError, apply_override, get_method
 
@@ -74,8 +74,11 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
     processors = dict(model.denoiser.attn_processors)
     image = str(testing.write_test_image(tmp_path / "input.png")) if takes_image(type(model)) else None
     frames = FRAMES.get(name, 4)
+    input_video = None  # of video-conditioned families (pix2pix)
+    if takes_video(type(model)):
+        input_video = str(testing.write_control_video(tmp_path / "input", num_frames=frames, size=32))
     for recipe in _contract_recipes(type(model)):
-        recipe = replace(recipe, **{**SMALL, "num_frames": frames}, image=image)
+        recipe = replace(recipe, **{**SMALL, "num_frames": frames}, image=image, video=input_video)
         out = generate(model, "a red cat", recipe, progress=False, num_videos=2)
         assert out.frames.shape == (2, frames, 3, 32, 32)
         assert torch.isfinite(out.frames).all() and out.frames.std() > 0
@@ -90,15 +93,17 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
     video = tmp_path / "clip.mp4"
     args = ["--height", "32", "--width", "32", "--steps", "2", "--frames", str(frames), "--quiet"]
     args += ["--image", image] if image else []
+    args += ["--set", f"video={input_video}"] if input_video else []
     assert main(["generate", "a red cat", "--model", str(folder), "--out", str(video), *args]) == 0
     record = json.loads(video.with_suffix(".json").read_text())
     natural = {"sd": "t2v-zero", "sdxl": "t2v-zero", "animatediff": "animatediff", "unet3d": "video", "svd": "video",
-               "cogvideox": "video", "wan": "video"}
+               "cogvideox": "video", "wan": "video", "pix2pix": "pix2pix"}
     assert record["recipe"]["method"] == natural[name]
     preset = tmp_path / "p.toml"
     preset.write_text(
         f'method = "{natural[name]}"\nnum_frames = {frames}\nheight = 32\nwidth = 32\nnum_inference_steps = 2\n'
         + (f"image = {json.dumps(image)}\n" if image else "")
+        + (f"video = {json.dumps(input_video)}\n" if input_video else "")
         + '[[jobs]]\nprompts = ["a red cat"]\nseeds = [0]\n'
     )
     assert main(["render", str(preset), "--model", str(folder), "--out", str(tmp_path / "r")]) == 0

@@ -360,13 +360,16 @@ def test_flow_warped_noise_is_the_initial_noise_on_every_family(family_model, tm
     the hooks are restored."""
     from dataclasses import replace
 
-    from zeroshot.families.base import takes_image
+    from zeroshot.families.base import takes_image, takes_video
     from zeroshot.generate import generate, prepare_recipe
     from zeroshot.techniques.warped_noise import latent_frame_sources
 
     model = family_model
     image = str(testing.write_test_image(tmp_path / "input.png")) if takes_image(type(model)) else None
-    plain = replace(Recipe(**SMALL, method="t2i" if model.image_model else "video"), image=image)
+    video = None  # the input video of video-conditioned families (pix2pix)
+    if takes_video(type(model)):
+        video = str(testing.write_control_video(tmp_path / "input", num_frames=4, size=32))
+    plain = replace(Recipe(**SMALL, method="t2i" if model.image_model else "video"), image=image, video=video)
 
     def accepted(num_frames):  # the first frame count >= 4 the family makes (time-compressed latents)
         try:

@@ -85,9 +85,10 @@ PRESETS = Path(__file__).resolve().parent.parent / "presets"
 def test_shipped_presets_load_and_cover_every_method():
     from zeroshot.shapes.world import parse_caption
 
-    # presets render the embedded (image) model; controlnet and edit need the user's inputs (a
-    # ControlNet and control videos, a video to edit), which `zeroshot show` leaves to fill in
-    image_methods = [m for m in METHODS if m not in ("video", "controlnet", "edit")]
+    # presets render the embedded (image) model; controlnet, edit and pix2pix need the user's inputs
+    # (a ControlNet and control videos, a video to edit, an instruct-pix2pix model), which
+    # `zeroshot show` leaves to fill in
+    image_methods = [m for m in METHODS if m not in ("video", "controlnet", "edit", "pix2pix")]
     missing = [m for m in image_methods if not (PRESETS / f"{m}.toml").is_file()]
     assert not missing, f"add presets: zeroshot show METHOD --out presets/METHOD.toml for {missing}"
     for method in image_methods:

@@ -553,6 +553,28 @@ def build_wan_folder(directory, *, seed: int = 0, scheduler: str = "unipc") -> P
 FAMILY_FOLDERS["wan"] = build_wan_folder  # text-to-video over 4k + 1 frames, flow matching, sizes on a 16-px grid
 
 
+def build_pix2pix_folder(directory, *, seed: int = 0) -> Path:
+    """A tiny random instruct-pix2pix folder (`StableDiffusionInstructPix2PixPipeline` layout):
+    the tiny SD components with an 8-channel UNet (latents and image latents); 32 px."""
+    import tempfile
+
+    from diffusers import StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = build_sd_components("tiny", seed=seed, directory=tmp)
+        unet = _seeded(seed + 1, lambda: UNet2DConditionModel(in_channels=8, out_channels=4, **SIZES["tiny"]["unet"]))
+        parts["unet"] = unet.eval()
+        pipe = StableDiffusionInstructPix2PixPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+        pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+FAMILY_FOLDERS["pix2pix"] = build_pix2pix_folder  # video-to-video: its runs need an input video (write_control_video)
+
+
 def tiny_controlnet(unet, *, seed: int = 0, vae_scale_factor: int = 4):
     """A `ControlNetModel` made from `unet` (`ControlNetModel.from_unet`) whose conditioning
     embedding downsamples by `vae_scale_factor`, with its zero convolutions re-drawn at random

@@ -2,8 +2,10 @@
 
 The input video is encoded, re-noised to `--strength` and denoised with cross-frame
 attention (method `edit`, `zeroshot.techniques.edit`), optionally with ControlNets; with
-`--controlnet` and no `--control`, the ControlNet follows the Canny edges of the input. The
-output has the input's frame count and size. Flags map onto `Recipe` fields as `generate`'s do.
+`--controlnet` and no `--control`, the ControlNet follows the Canny edges of the input. An
+instruct-pix2pix model (`--method pix2pix`, its default) follows the prompt as an instruction,
+every frame conditioned on its input frame (`zeroshot.families.pix2pix`). The output has the
+input's frame count and size. Flags map onto `Recipe` fields as `generate`'s do.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("edit", help="edit a video with a prompt (video-to-video)")
     p.add_argument("video", help="the input video (.mp4, .gif or a folder of numbered PNGs)")
     p.add_argument("prompt")
-    p.add_argument("--method", default="edit", help="edit (default)")
+    p.add_argument("--method", default=None,
+                   help="edit (re-noise to --strength; the default) or pix2pix (an instruct-pix2pix model's edit; "
+                        "the default for such models)")
     add_model_flags(p)
     p.add_argument("--strength", type=float_arg, help="how much of the schedule re-draws the input, 0..1 (default 0.6)")
     p.add_argument("--steps", type=int_arg, dest="num_inference_steps")
     p.add_argument("--guidance", type=float_arg, dest="guidance_scale")
+    p.add_argument("--image-guidance", type=float_arg, dest="image_guidance_scale",
+                   help="pix2pix: how closely the edit keeps the input frames (default 1.5)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", default=None)
     p.add_argument("--noise", help="noise prior of the re-noising (default: one noise shared by all frames; iid: per frame)")
@@ -38,12 +44,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def build_recipe(args: argparse.Namespace, frames):
-    """The recipe of an edit: the method, the input's frame count and size, then flags, then --set."""
+def edit_method(family) -> str:
+    """The method of `zeroshot edit` without --method: a video-conditioned model's own
+    (pix2pix), else the SDEdit `edit`."""
+    from zeroshot.families.base import takes_video
+    from zeroshot.recipe import natural_method
+
+    return natural_method(family) if family is not None and takes_video(family) else "edit"
+
+
+def build_recipe(args: argparse.Namespace, frames, family=None):
+    """The recipe of an edit: the method (`edit_method(family)` unless given), the input's frame
+    count and size, then flags, then --set."""
     from zeroshot.recipe import apply_override, get_method, parse_override
 
     f, _, h, w = frames.shape
-    recipe = get_method(args.method)
+    recipe = get_method(args.method or edit_method(family))
     control = control_overrides(args)
     if args.controlnet and not args.control:
         control["controlnet.signals"] = [f"canny:{args.video}"] * len(args.controlnet)
@@ -53,6 +69,7 @@ def build_recipe(args: argparse.Namespace, frames):
         "height": h,
         "width": w,
         "edit.strength": args.strength,
+        "pix2pix.image_guidance_scale": args.image_guidance_scale,
         "num_inference_steps": args.num_inference_steps,
         "guidance_scale": args.guidance_scale,
         "negative_prompt": args.negative_prompt,
@@ -78,7 +95,7 @@ def run_edit(args: argparse.Namespace) -> int:
     spec = model_spec(args)
     spec.check()
     card = models.peek(args.model)
-    recipe = build_recipe(args, frames)
+    recipe = build_recipe(args, frames, card.family_class)
     if args.out is not None:
         io.check_output_path(args.out)
     resolved = prepare_recipe(card, recipe, args.prompt)
@@ -92,4 +109,4 @@ def run_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "build_recipe", "run_edit"]
+__all__ = ["add_parser", "build_recipe", "edit_method", "run_edit"]

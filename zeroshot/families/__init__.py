@@ -10,6 +10,7 @@ from __future__ import annotations
 from zeroshot.families.animatediff import AnimateDiff
 from zeroshot.families.base import ATTENTION_KINDS, Cond, ModelFn, VideoModel, family_recipe, guided, inputs_for
 from zeroshot.families.cogvideox import CogVideoX
+from zeroshot.families.pix2pix import Pix2Pix
 from zeroshot.families.sd import SD
 from zeroshot.families.sdxl import SDXL
 from zeroshot.families.svd import SVD
@@ -17,7 +18,7 @@ from zeroshot.families.unet3d import UNet3D
 from zeroshot.families.wan import Wan
 
 #: Every family, by name.
-FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD, CogVideoX, Wan)}
+FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD, CogVideoX, Wan, Pix2Pix)}
 #: diffusers pipeline class name -> family class.
 FAMILIES: dict[str, type] = {name: cls for cls in FAMILY_CLASSES.values() for name in cls.pipelines}
 
@@ -47,6 +48,7 @@ __all__ = [
     "FAMILIES",
     "FAMILY_CLASSES",
     "ModelFn",
+    "Pix2Pix",
     "SD",
     "SDXL",
     "SVD",

@@ -33,12 +33,18 @@ class Cond:
     guidance: per-frame guidance scales `(f,)` that replace the model function's scalar
     scale (`guided`), for families whose guidance varies over the frames (SVD); sliced by
     `frames(s, e)` like the frame-wise tensors.
+    partial / partial_scale: a third branch between negative and positive, for guidance on
+    two conditions (InstructPix2Pix: the input image, then the text): the conditioning with
+    the first condition only, weighted by `partial_scale` against the negative; the positive
+    is then weighted by the guidance scale against it (`guided`).
     """
 
     positive: dict[str, torch.Tensor]
     negative: dict[str, torch.Tensor] | None = None
     frame_keys: tuple[str, ...] = ()
     guidance: torch.Tensor | None = None
+    partial: dict[str, torch.Tensor] | None = None
+    partial_scale: float = 1.0
     _batched: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -56,15 +62,20 @@ class Cond:
             return {k: (v[:, start:end] if k in self.frame_keys else v) for k, v in d.items()}
 
         guidance = None if self.guidance is None else self.guidance[start:end]
-        return Cond(cut(self.positive), cut(self.negative), self.frame_keys, guidance)
+        return Cond(cut(self.positive), cut(self.negative), self.frame_keys, guidance, cut(self.partial),
+                    self.partial_scale)
 
     def batched(self) -> dict[str, torch.Tensor]:
-        """[negative videos, positive videos] concatenated on dim 0 (computed once)."""
+        """[negative videos, (partial videos,) positive videos] concatenated on dim 0 (computed once)."""
         if not self._batched:
             if self.negative is None:
                 self._batched.update(self.positive)
-            else:
+            elif self.partial is None:
                 self._batched.update({k: torch.cat([self.negative[k], v]) for k, v in self.positive.items()})
+            else:
+                self._batched.update(
+                    {k: torch.cat([self.negative[k], self.partial[k], v]) for k, v in self.positive.items()}
+                )
         return self._batched
 
 
@@ -81,21 +92,34 @@ def guided(forward: Forward, guidance_scale: float | torch.Tensor) -> ModelFn:
     result is `neg + scale * (pos - neg)`; without one, the positive call only. The scale
     is `guidance_scale`, a number or one per frame `(f,)`, unless the conditioning carries
     its own per-frame scales (`Cond.guidance`, sliced with the frames it conditions).
+    With a partial conditioning (`Cond.partial`; InstructPix2Pix, Brooks et al., CVPR 2023,
+    Eq. 3) the batch is [negative, partial, positive] and the result
+    `neg + partial_scale * (partial - neg) + scale * (pos - partial)`.
     """
 
     def model_fn(x: torch.Tensor, t: Any, cond: Cond) -> torch.Tensor:
         if not cond.guided:
             return forward(x, t, cond.positive)
+        if cond.partial is not None:
+            out = forward(torch.cat([x, x, x]), t, cond.batched())
+            neg, partial, pos = out.chunk(3)
+            scale = _frame_scale(guidance_scale if cond.guidance is None else cond.guidance, x.shape[2], out)
+            return neg + cond.partial_scale * (partial - neg) + scale * (pos - partial)
         out = forward(torch.cat([x, x]), t, cond.batched())
         neg, pos = out.chunk(2)
-        scale = guidance_scale if cond.guidance is None else cond.guidance
-        if isinstance(scale, torch.Tensor):
-            if scale.shape != (x.shape[2],):
-                raise ValueError(f"per-frame guidance has {tuple(scale.shape)} scales for {x.shape[2]} frames")
-            scale = scale.to(device=out.device, dtype=out.dtype)[None, None, :, None, None]  # 1 1 f 1 1
+        scale = _frame_scale(guidance_scale if cond.guidance is None else cond.guidance, x.shape[2], out)
         return neg + scale * (pos - neg)
 
     return model_fn
+
+
+def _frame_scale(scale: float | torch.Tensor, num_frames: int, out: torch.Tensor) -> float | torch.Tensor:
+    """A guidance scale as it multiplies `out` (b, c, f, h, w): a number, or one per frame `(f,)` broadcast."""
+    if not isinstance(scale, torch.Tensor):
+        return scale
+    if scale.shape != (num_frames,):
+        raise ValueError(f"per-frame guidance has {tuple(scale.shape)} scales for {num_frames} frames")
+    return scale.to(device=out.device, dtype=out.dtype)[None, None, :, None, None]  # 1 1 f 1 1
 
 
 def read_config(folder, component: str) -> dict[str, Any]:
@@ -215,12 +239,12 @@ class VideoModel(Protocol):
 
 
 #: What `generate()` offers a family's `encode` and `decode` beyond prompts and latents:
-#: the input image (a path), the resolved recipe (a family's own settings, e.g. `recipe.svd`)
-#: and the run's generator (noise a family draws while encoding, e.g. SVD's noise
-#: augmentation of the image).
-INPUTS = ("image", "recipe", "generator")
+#: the input image (a path), the input video (a path; pix2pix), the resolved recipe (a
+#: family's own settings, e.g. `recipe.svd`) and the run's generator (noise a family draws
+#: while encoding, e.g. SVD's noise augmentation of the image).
+INPUTS = ("image", "video", "recipe", "generator")
 #: Recipe parts that configure one family only, each named after its family.
-FAMILY_PARTS = ("svd",)
+FAMILY_PARTS = ("svd", "pix2pix")
 
 
 def _keywords(fn) -> frozenset[str]:
@@ -243,17 +267,31 @@ def takes_image(family) -> bool:
     return "image" in _keywords(family.encode)
 
 
+def takes_video(family) -> bool:
+    """Whether a family class conditions on an input video (its `encode` names `video`)."""
+    return "video" in _keywords(family.encode)
+
+
 def family_recipe(family, recipe):
     """The resolved recipe as `family` (a family class) runs it: its own recipe part filled
     in and checked (`family.prepare_recipe`, when it has one), and the inputs it cannot take
-    refused in one line (RecipeError): an image for a text-only family, another family's part."""
+    refused in one line (RecipeError): an image for a text-only family, another family's part,
+    an input video without an edit for a family not conditioned on one."""
     if recipe.image is not None and not takes_image(family):
         raise RecipeError(
             f"image: {family.family} models generate from text; an input image needs an image-to-video model (svd)"
         )
     for part in FAMILY_PARTS:
         if getattr(recipe, part) is not None and family.family != part:
-            raise RecipeError(f"{part}: settings of {part} models; this is a {family.family} model")
+            from zeroshot.families import FAMILY_CLASSES
+
+            raise RecipeError(f"{part}: settings of {part} models ({', '.join(FAMILY_CLASSES[part].pipelines)}); "
+                              f"this is a {family.family} model")
+    if recipe.video is not None and recipe.edit is None and not takes_video(family):
+        raise RecipeError(
+            "video: an input video is edited by the edit method (zeroshot edit VIDEO PROMPT --strength S) "
+            "or by a video-conditioned model (pix2pix)"
+        )
     prepare = getattr(family, "prepare_recipe", None)
     return prepare(recipe) if prepare is not None else recipe
 
@@ -285,4 +323,5 @@ __all__ = [
     "inputs_for",
     "open_image",
     "takes_image",
+    "takes_video",
 ]

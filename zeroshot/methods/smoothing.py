@@ -37,10 +37,11 @@ from zeroshot.recipe import RecipeError, Smoothing
 
 
 def _cond_half(x: torch.Tensor, per_call: int) -> torch.Tensor | None:
-    """The conditional half of a `[uncond, cond]` batch, the batch itself without
-    guidance, or None when the batch is not `per_call` (or twice that) long."""
-    if x.shape[0] == 2 * per_call:
-        return x[per_call:]
+    """The conditional part (the last) of a guidance batch `[uncond, cond]` or
+    `[uncond, partial, cond]` (pix2pix), the batch itself without guidance, or None when the
+    batch is not `per_call` (or two or three times that) long."""
+    if x.shape[0] in (2 * per_call, 3 * per_call):
+        return x[-per_call:]
     return x if x.shape[0] == per_call else None
 
 

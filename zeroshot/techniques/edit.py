@@ -9,6 +9,9 @@ shared latent), so every frame is disturbed alike and cross-frame attention keep
 consistent; `noise.prior = "iid"` noises each frame independently, which makes each frame
 equal diffusers' `StableDiffusionImg2ImgPipeline` on that frame when cross-frame attention
 is off. The input is encoded to the mean of the VAE's posterior (no draw).
+
+The input video is read and checked here (`check_inputs`) for every run that names one; a
+video-conditioned family (`families.base.takes_video`: `pix2pix`) takes it without an edit.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ FAMILIES = ("sd", "sdxl", "animatediff", "unet3d")
 
 
 def check(recipe, family) -> None:
+    from zeroshot.families.base import takes_video
+
     e = recipe.edit
-    if e is None:
-        if recipe.video is not None and not getattr(family, "takes_video", False):
-            raise RecipeError(
-                "video: an input video is edited by the edit method (zeroshot edit VIDEO PROMPT --strength S) "
-                "or by a video-conditioned model"
-            )
+    if e is None:  # an input video without an edit: for video-conditioned families (families.base.family_recipe)
         return
+    if takes_video(family):
+        raise RecipeError(f"edit: {family.family} models condition every step on the input video and start from "
+                          f"noise; the SDEdit strength (--strength) is for --method edit on text-to-image models")
     if family.family not in FAMILIES:
         raise RecipeError(f"edit: {family.family} models cannot encode a video frame by frame; edit takes "
                           f"{', '.join(FAMILIES)} models")

@@ -55,10 +55,10 @@ class Run:
 
     def encode_prompt(self, num_videos: int) -> Cond:
         """The run's conditioning: the prompt (and its negative when guided) for every video,
-        plus what the family's `encode` names (an input image, the recipe, the generator)."""
+        plus what the family's `encode` names (an input image or video, the recipe, the generator)."""
         r = self.recipe
         negative = [r.negative_prompt] * num_videos if r.guidance_scale > 1.0 else None
-        extra = inputs_for(self.encode, image=r.image, recipe=r, generator=self.generator)
+        extra = inputs_for(self.encode, image=r.image, video=r.video, recipe=r, generator=self.generator)
         self.cond = self.encode([self.prompt] * num_videos, negative, **extra)
         return self.cond
 

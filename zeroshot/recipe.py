@@ -211,6 +211,18 @@ class Edit:
 
 
 @dataclass(frozen=True)
+class Pix2Pix:
+    """Video Instruct-Pix2Pix (`pix2pix` models, zeroshot.families.pix2pix; InstructPix2Pix,
+    Brooks et al., arXiv 2211.09800, in Text2Video-Zero's video mode): every frame is edited
+    by the instruction (the prompt) conditioned on its input frame (`Recipe.video`).
+    `image_guidance_scale` weighs the input frames against no image, the recipe's
+    `guidance_scale` the text against the input frames alone (three-way guidance, as
+    `StableDiffusionInstructPix2PixPipeline`)."""
+
+    image_guidance_scale: float = 1.5
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything about how a video is made, except model, prompt and seed."""
 
@@ -235,10 +247,11 @@ class Recipe:
     token_merge: TokenMerge | None = None
     prompt_at: tuple[str, ...] = ()  # prompt travel: "FRAME:PROMPT" entries (techniques.prompt_travel)
     image: str | None = None  # input image (path) of image-to-video models (svd)
-    video: str | None = None  # input video (path) of video-to-video methods (edit)
+    video: str | None = None  # input video (path) of video-to-video methods (edit, pix2pix)
     controlnet: ControlNet | None = None
     edit: Edit | None = None
     svd: SVD | None = None  # svd models' conditioning; None: SVD()'s defaults
+    pix2pix: Pix2Pix | None = None  # pix2pix models' image guidance; None: Pix2Pix()'s defaults
 
 
 LIBRARY_DEFAULTS: dict[str, Any] = {
@@ -267,6 +280,9 @@ METHODS: dict[str, Recipe] = {
         method="controlnet", cross_frame=CrossFrame(), noise=Noise(prior="videofusion", lam=1.0), controlnet=ControlNet()
     ),
     "edit": Recipe(method="edit", cross_frame=CrossFrame(), noise=Noise(prior="videofusion", lam=1.0), edit=Edit()),
+    # Text2Video-Zero's Video Instruct-Pix2Pix: an instruct-pix2pix model with cross-frame
+    # attention to frame 0; each frame's own initial noise, as its code draws them
+    "pix2pix": Recipe(method="pix2pix", cross_frame=CrossFrame(), pix2pix=Pix2Pix()),
 }
 #: A method's one-line description (`zeroshot methods`).
 DESCRIPTIONS: dict[str, str] = {
@@ -279,14 +295,16 @@ DESCRIPTIONS: dict[str, str] = {
     "video": "a video model's own sampling (ModelScope/ZeroScope, AnimateDiff folders)",
     "controlnet": "Text2Video-Zero's ControlNet mode: control videos, one shared latent, cross-frame attention",
     "edit": "video-to-video: the input video re-noised to a strength and denoised with cross-frame attention",
+    "pix2pix": "Video Instruct-Pix2Pix: an instruct-pix2pix model edits each input frame, cross-frame attention",
 }
 
 
 def natural_method(family) -> str:
     """The method a model runs without --method: t2v-zero for image models, the model's own
-    video sampling for video models (`animatediff` for AnimateDiff folders)."""
-    if family.family == "animatediff":
-        return "animatediff"
+    video sampling for video models (`animatediff` for AnimateDiff folders, `pix2pix` for
+    instruct-pix2pix ones)."""
+    if family.family in ("animatediff", "pix2pix"):
+        return family.family
     return "t2v-zero" if family.image_model else "video"
 
 
@@ -673,6 +691,7 @@ __all__ = [
     "TokenMerge",
     "ControlNet",
     "Edit",
+    "Pix2Pix",
     "apply_override",
     "natural_method",
     "rebase",

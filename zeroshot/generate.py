@@ -84,7 +84,7 @@ def prepare_recipe(model, recipe: Recipe | str | None, prompt: str | None = None
 def check_inputs(model, recipe: Recipe) -> None:
     """Fail before any model work when a file the recipe names is missing or malformed:
     the input image (read), the motion field's source (path file, trajectories, reference
-    video), the mask video, the motion adapter, the ControlNets (made for this base), their
+    video), the mask video, the motion and flow adapters, the ControlNets (made for this base), their
     control videos and the input video of an edit (frames and size). (Their contents are read where they are used.)"""
     if recipe.image is not None:
         from zeroshot.families.base import open_image
@@ -100,10 +100,11 @@ def check_inputs(model, recipe: Recipe) -> None:
     ):
         if path and not os.path.exists(path):
             raise RecipeError(f"{name}: {path!r} does not exist")
-    from zeroshot.techniques import controlnet, edit
+    from zeroshot.techniques import controlnet, edit, flow_adapter
 
     controlnet.check_inputs(model, recipe)
     edit.check_inputs(model, recipe)
+    flow_adapter.check_inputs(model, recipe)
     if recipe.animatediff is not None and (family_of(model) is None or family_of(model).family == "sd"):
         from zeroshot.trained.animatediff import resolve_adapter_path
 

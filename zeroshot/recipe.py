@@ -116,6 +116,7 @@ class AnimateDiff:
     adapter: str | None = None  # MotionAdapter folder/file; None: the embedded model's
     context_length: int | None = None  # FreeNoise/context windows; None: adapter max
     context_stride: int = 4
+    flow_adapter: str | None = None  # trained flow adapter file (trained.flow_adapter); follows recipe.motion
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
                    help="--noise flow-warped: share of fresh noise blended in, 0..1 (default 0)")
     p.add_argument("--freeinit", type=int_arg, metavar="N", help="FreeInit iterations")
     p.add_argument("--motion-adapter", help="AnimateDiff MotionAdapter folder or file")
+    p.add_argument("--flow-adapter", metavar="PATH",
+                   help="a trained flow adapter (.safetensors) for AnimateDiff: follows the motion flags "
+                        "(python -m zeroshot.trained.train_flow)")
     add_control_flags(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
     p.add_argument("--out", default=None, help="output .mp4/.gif/.png (folder of frames); default out/<stem>.mp4")
@@ -116,6 +119,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
         "freeinit.iterations": args.freeinit,
         "smoothing.strength": args.smooth_bg,
         "animatediff.adapter": args.motion_adapter,
+        "animatediff.flow_adapter": args.flow_adapter,
         "motion.translate": list(args.motion) if args.motion else None,
         "motion.zoom": args.zoom,
         "motion.rotate": args.rotate,

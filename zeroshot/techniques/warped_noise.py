@@ -39,10 +39,11 @@ def check(recipe, family) -> None:
     if m is not None:
         check_request(m)
     if recipe.noise.prior != PRIOR:
-        if m is not None and not m.dynamics:
+        flow_adapter = recipe.animatediff is not None and recipe.animatediff.flow_adapter is not None
+        if m is not None and not m.dynamics and not flow_adapter:
             raise RecipeError(
                 "motion.dynamics=false leaves the motion request unused; set noise.prior=flow-warped "
-                "(or motion.dynamics=true for T2V-Zero's warp)"
+                "or animatediff.flow_adapter (or motion.dynamics=true for T2V-Zero's warp)"
             )
         return
     if m is None:

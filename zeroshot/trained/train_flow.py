@@ -1,0 +1,321 @@
+"""Train a flow adapter (`zeroshot.trained.flow_adapter`) for AnimateDiff on the shapes world.
+
+    python -m zeroshot.trained.train_flow --time-limit 1140           # CPU
+    python -m zeroshot.trained.train_flow --steps 5000 --batch-size 16 --device cuda
+    python -m zeroshot.trained.train_flow --world v2 --model zeroshot/shapes/model_v2 --motion-module MM
+
+The image model (default: the embedded shapes model) and its motion module (default: the
+shipped one, `trained/weights/shapes_motion.safetensors`) stay frozen; only the adapter
+learns. Its zero convolutions start at zero, so step 0 is exactly today's AnimateDiff. Clips
+come from the shapes world with their exact flow: world v1 (`sample_video`: translate,
+bounce, zoom on plain backgrounds) or v2 (`sample_video_v2`: also curves, patterned
+backgrounds that stay or pan). The adapter sees the backward flow of every frame to frame 0
+(`backward_flow`: object pixels follow the object's translation and scale, the others the
+background's pan), area-averaged onto the latent cells, as generation sees a motion
+request's field. Loss, timesteps, Min-SNR weighting and 10% empty captions are
+`train_motion`'s.
+
+Runs are seeded and resumable as `train_motion`'s: a checkpoint (adapter, optimiser, step,
+losses) is written atomically every `--save-every` steps to `--checkpoint` (outside the
+repository) and picked up on the next start; sample `i` is a pure function of (seed, i).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zeroshot.trained import flow_adapter as fa
+from zeroshot.trained.train_motion import (
+    EMBEDDED_MODEL,
+    _parse_frames,
+    _save_checkpoint,
+    diffusion_loss,
+    encode_prompts,
+    encode_video,
+    load_components,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "weights" / "shapes_flow.safetensors"
+DEFAULT_CHECKPOINT = "/tmp/zeroshot-flow/checkpoint.pt"
+WORLDS = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class FlowTrainConfig:
+    """Everything that defines a flow-adapter training run."""
+
+    model: str | None = None  # SD folder; None: the embedded shapes model
+    motion_module: str | None = None  # motion module file/folder; None: the shipped one
+    out: str = str(DEFAULT_OUT)
+    checkpoint: str = DEFAULT_CHECKPOINT
+    world: str = "v1"
+    steps: int = 2000
+    batch_size: int = 4
+    frames: tuple[int, ...] = (8,)
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup: int = 30
+    grad_clip: float = 1.0
+    seed: int = 0
+    hidden: int = 32
+    empty_prompt_prob: float = 0.1
+    min_snr_gamma: float | None = 5.0
+    save_every: int = 50
+    device: str = "cpu"
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+def backward_flow(video: Any) -> np.ndarray:
+    """Exact backward flow `(f, 2, H, W)` px of a rendered world clip (`world.Video`): where
+    each pixel of frame k was in frame 0. Object pixels (frame k's mask) follow the object's
+    translation and scale about its centre; the others the background's pan (zero when it
+    stays)."""
+    scenes = video.scenes
+    size = scenes[0].size
+    ys, xs = np.mgrid[:size, :size].astype(np.float64)
+    first = scenes[0]
+    vx, vy = video.background.velocity
+    out = np.zeros((len(scenes), 2, size, size), np.float32)
+    for k, scene in enumerate(scenes):
+        ratio = first.radius / scene.radius
+        obj_x = first.center[0] + ratio * (xs - scene.center[0]) - xs
+        obj_y = first.center[1] + ratio * (ys - scene.center[1]) - ys
+        mask = video.masks[k]
+        out[k, 0] = np.where(mask, obj_x, -k * vx)
+        out[k, 1] = np.where(mask, obj_y, -k * vy)
+    return out
+
+
+def to_latent_grid(flow_px: np.ndarray, factor: int) -> np.ndarray:
+    """`(f, 2, H, W)` flow area-averaged onto `(f, 2, H/factor, W/factor)` cells (px kept)."""
+    f, c, height, width = flow_px.shape
+    return flow_px.reshape(f, c, height // factor, factor, width // factor, factor).mean(axis=(3, 5))
+
+
+class ShapesFlowVideos(torch.utils.data.Dataset):
+    """Item `i`: a world clip drawn from `numpy.random.default_rng([seed, i])` with its flow.
+
+    Returns (frames (f, 3, H, W) float [0, 1], caption, flow features (f, 4, h, w)); the clip
+    length is `frames[(i // batch_size) % len(frames)]`, so a batch has one length.
+    """
+
+    def __init__(self, seed: int, batch_size: int, frames: tuple[int, ...], size: int, length: int, *,
+                 factor: int, world: str = "v1"):
+        if world not in WORLDS:
+            raise ValueError(f"world must be one of {', '.join(WORLDS)}, got {world!r}")
+        self.seed, self.batch_size, self.frames, self.size, self.length = seed, batch_size, frames, size, length
+        self.factor, self.world = factor, world
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, torch.Tensor]:
+        from zeroshot.shapes.world import sample_video, sample_video_v2
+
+        rng = np.random.default_rng([self.seed, index])
+        num_frames = self.frames[(index // self.batch_size) % len(self.frames)]
+        draw = sample_video if self.world == "v1" else sample_video_v2
+        video = draw(rng, num_frames, size=self.size)
+        flow = torch.from_numpy(to_latent_grid(backward_flow(video), self.factor))
+        return torch.from_numpy(video.frames), video.caption, fa.flow_features(flow, self.size, self.size)
+
+
+def _collate(items):
+    return torch.stack([f for f, _, _ in items]), [c for _, c, _ in items], torch.stack([x for _, _, x in items])
+
+
+# ---------------------------------------------------------------------------------------
+# training
+
+
+def motion_unet_for(unet: Any, motion_module: str | None) -> Any:
+    """The frozen video UNet the adapter trains on: `unet` with the motion module (default:
+    the shipped one)."""
+    from zeroshot.trained import zoo
+    from zeroshot.trained.animatediff import EMBEDDED_ADAPTER
+
+    path = motion_module or EMBEDDED_ADAPTER
+    model = zoo.load(path, unet)
+    return model.eval().requires_grad_(False)
+
+
+def train(
+    config: FlowTrainConfig,
+    *,
+    components: dict[str, Any] | None = None,
+    motion_unet: Any = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+    time_limit_s: float | None = None,
+) -> dict:
+    """Train (or resume) a flow adapter; returns {"losses", "adapter", "steps"}.
+
+    `components` (unet, vae, text_encoder, tokenizer, scheduler) default to the model
+    folder's, `motion_unet` to the unet with `config.motion_module`. `stop_at` and
+    `time_limit_s` end the run early with a checkpoint; a later call resumes. The adapter is
+    written to `config.out` (when set) at the end of every run.
+    """
+    from tqdm.auto import tqdm
+
+    from zeroshot.trained.zoo import base_identity
+
+    device = torch.device(config.device)
+    if components is None:
+        components = load_components(config.model or EMBEDDED_MODEL, config.device)
+    unet, vae, text_encoder = components["unet"], components["vae"], components["text_encoder"]
+    tokenizer, scheduler = components["tokenizer"], components["scheduler"]
+    if motion_unet is None:
+        motion_unet = motion_unet_for(unet, config.motion_module)
+    motion_unet = motion_unet.to(device)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    size = int(unet.config.sample_size) * factor
+    dataset = ShapesFlowVideos(config.seed, config.batch_size, config.frames, size, config.steps * config.batch_size,
+                               factor=factor, world=config.world)
+
+    adapter = fa.new_flow_adapter(unet, hidden=config.hidden, seed=config.seed).to(device)
+    adapter.train().requires_grad_(True)
+    model = fa.FlowConditioned(motion_unet, adapter)
+    params = list(adapter.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / max(1, config.warmup))
+        * 0.5
+        * (1 + math.cos(math.pi * min(1.0, s / max(1, config.steps)))),
+    )
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    empty = encode_prompts(tokenizer, text_encoder, [""])  # 1 n d
+    losses: list[float] = []
+    start = 0
+    ckpt_path = Path(config.checkpoint) if config.checkpoint else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state.get("kind") != "flow_adapter":
+            raise ValueError(f"checkpoint {ckpt_path} is not a flow-adapter checkpoint")
+        if state["config"] != dataclasses.asdict(config):
+            logger.warning("checkpoint %s was written with another config; resuming anyway", ckpt_path)
+        adapter.load_state_dict(state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"].to(generator.get_state().device))
+        losses, start = list(state["losses"]), int(state["step"])
+        logger.info("resumed from %s at step %d", ckpt_path, start)
+
+    def checkpoint(step: int) -> None:
+        if ckpt_path is None:
+            return
+        _save_checkpoint(ckpt_path, {
+            "kind": "flow_adapter",
+            "config": dataclasses.asdict(config),
+            "adapter": {k: v.detach().clone() for k, v in adapter.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "generator": generator.get_state(),
+            "losses": losses,
+            "step": step,
+        })
+
+    indices = range(start * config.batch_size, config.steps * config.batch_size)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
+                                         shuffle=False, collate_fn=_collate)
+    bar = tqdm(loader, total=config.steps, initial=start, disable=not progress, desc="flow adapter")
+    step = start
+    t_start = time.time()
+    for frames, captions, flow in bar:
+        drop = torch.rand(len(captions), generator=generator, device=device) < config.empty_prompt_prob
+        embeds = encode_prompts(tokenizer, text_encoder, list(captions))
+        embeds = torch.where(drop[:, None, None], empty.expand_as(embeds), embeds)
+        latents = encode_video(vae, frames)
+        model.flow = flow.to(device=device, dtype=latents.dtype)
+        loss = diffusion_loss(model, scheduler, latents, embeds, generator, min_snr_gamma=config.min_snr_gamma)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if config.save_every and step % config.save_every == 0:
+            checkpoint(step)
+        if step == stop_at or (time_limit_s is not None and time.time() - t_start > time_limit_s):
+            break
+    if step > start:
+        checkpoint(step)
+    logger.info("trained steps %d..%d in %.1f s", start, step, time.time() - t_start)
+    adapter.eval().requires_grad_(False)
+    if config.out:
+        notes = {"motion_module": Path(config.motion_module).name if config.motion_module else "shapes_motion.safetensors",
+                 "world": config.world, "steps": step}
+        fa.save(adapter, config.out, base=base_identity(unet), notes=notes)
+    return {"losses": losses, "adapter": adapter, "steps": step}
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = FlowTrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m zeroshot.trained.train_flow", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="SD model folder (default: the embedded shapes model)")
+    parser.add_argument("--motion-module", default=None,
+                        help="motion module file or folder the adapter conditions (default: the shipped one)")
+    parser.add_argument("--world", default=defaults.world, choices=WORLDS, help="shapes world of the clips")
+    parser.add_argument("--out", default=None, help=f"adapter .safetensors file to write (default: {DEFAULT_OUT})")
+    parser.add_argument("--checkpoint", default=None, help=f"resumable checkpoint file ('' for none; default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--frames", type=_parse_frames, default=defaults.frames, help="clip lengths, e.g. 8,16")
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="flow encoder channels")
+    parser.add_argument("--save-every", type=int, default=defaults.save_every)
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many seconds")
+    parser.add_argument("--log", default=None, help="write the loss curve (JSON) here")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1 or args.hidden < 1:
+        parser.error("--steps, --batch-size and --hidden must be >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = FlowTrainConfig(
+        model=args.model,
+        motion_module=args.motion_module,
+        out=str(DEFAULT_OUT) if args.out is None else args.out,
+        checkpoint=DEFAULT_CHECKPOINT if args.checkpoint is None else args.checkpoint,
+        world=args.world,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        frames=args.frames,
+        lr=args.lr,
+        warmup=args.warmup,
+        seed=args.seed,
+        hidden=args.hidden,
+        save_every=args.save_every,
+        device=args.device,
+    )
+    try:
+        result = train(config, time_limit_s=args.time_limit)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.log:
+        Path(args.log).write_text(json.dumps({"config": dataclasses.asdict(config), "losses": result["losses"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -196,6 +196,40 @@ def test_single_file_loads_like_the_folder(sd_setup, tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(a[0], b[0])) and torch.equal(a[1], b[1])
 
 
+def test_controlnets_are_loaded_once_across_jobs(sd_setup, tiny_sd, tmp_path, monkeypatch):
+    """Batch renders call generate() per job: a ControlNet is read once per process (kept by
+    resolved path, modification time, device and dtype), again when its files change."""
+    import os
+
+    from zeroshot import render
+
+    model, cn_path, video = sd_setup
+    control.clear_controlnet_cache()
+    loads = []
+    real = control.load_controlnet
+    monkeypatch.setattr(control, "load_controlnet", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    recipe = _recipe(cn_path, video)
+    first = generate(model, "a red cat", recipe, progress=False).frames
+    before = {n: dict(net.attn_processors) for n, net in enumerate(control._LOADED.values())}
+    again = generate(model, "a red cat", replace(recipe, cross_frame=CrossFrame()), progress=False).frames
+    assert len(loads) == 1
+    assert {n: dict(net.attn_processors) for n, net in enumerate(control._LOADED.values())} == before  # restored
+    assert torch.equal(generate(model, "a red cat", recipe, progress=False).frames, first)
+    assert (again - first).abs().max() > 1e-4 and len(loads) == 1
+    jobs = [render.Job("a red cat", seed, recipe) for seed in (0, 1, 2)]
+    report = render.render(jobs, tmp_path / "r", model=str(tiny_sd), progress=False)
+    assert report.ok and len(report.rendered) == 3 and len(loads) == 1
+    config = cn_path / "config.json"
+    stamp = config.stat().st_mtime_ns + 10**9
+    os.utime(config, ns=(stamp, stamp))  # a rewritten ControlNet is read again
+    generate(model, "a red cat", recipe, progress=False)
+    assert len(loads) == 2
+    control.clear_controlnet_cache()
+    generate(model, "a red cat", recipe, progress=False)
+    assert len(loads) == 3
+    control.clear_controlnet_cache()
+
+
 def test_resize_resamples_frames_and_size(sd_setup):
     _, _, video = sd_setup
     maps = control.control_maps(f"depth:{video}", 6, 16, 24, resize=True)

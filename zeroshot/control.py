@@ -9,7 +9,8 @@ to resample it (frames by nearest index, pixels bilinearly; Canny runs after res
 
 `load_controlnet` is the one loader: a diffusers `ControlNetModel` folder, or a single
 `.safetensors` file in diffusers' or the original layout (its configuration derived from
-the base UNet it conditions, so nothing is fetched). `signature_of_file` / `signature_of_config`
+the base UNet it conditions, so nothing is fetched). `cached_controlnet` keeps the last few
+loaded for the process (batch renders run many jobs with the same ControlNets). `signature_of_file` / `signature_of_config`
 read what a ControlNet was made for (cross-attention width, the channels of its residuals,
 its conditioning downsampling) from JSON or a safetensors header, without loading weights,
 so a ControlNet made for another base is refused before any model work.
@@ -20,6 +21,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,6 +295,46 @@ def load_controlnet(path: str | os.PathLike, base_unet=None, *, device=None, dty
     return net.to(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None})
 
 
+#: How many loaded ControlNets `cached_controlnet` keeps (least recently used dropped first).
+CACHE_SIZE = 4
+_LOADED: OrderedDict = OrderedDict()  # key -> ControlNetModel, most recently used last
+_LOADED_LOCK = threading.Lock()
+
+
+def _files_key(path: Path) -> tuple[str, int]:
+    """The resolved path and the newest modification time (ns) of a ControlNet's files (a
+    folder's own files: config and weights), so a rewritten ControlNet is loaded again."""
+    if path.is_dir():
+        return str(path.resolve()), max((f.stat().st_mtime_ns for f in path.iterdir() if f.is_file()), default=0)
+    return str(path.resolve()), path.stat().st_mtime_ns
+
+
+def cached_controlnet(path: str | os.PathLike, base_unet=None, *, device=None, dtype=None):
+    """`load_controlnet`, kept for the process: a ControlNet already loaded from the same files
+    (resolved path and modification time), for the same device and dtype (and, for a single
+    file, a base UNet of the same configuration) is returned as it is, not read again. The
+    `CACHE_SIZE` most recently used are kept (`clear_controlnet_cache` drops them)."""
+    p = Path(path).expanduser()
+    base = None
+    if base_unet is not None and not p.is_dir():  # a single file's topology comes from its base
+        base = json.dumps(dict(base_unet.config), sort_keys=True, default=str)
+    key = (*_files_key(p), None if device is None else str(torch.device(device)), str(dtype), base)
+    with _LOADED_LOCK:
+        net = _LOADED.pop(key, None)
+        if net is None:
+            net = load_controlnet(p, base_unet, device=device, dtype=dtype)
+        _LOADED[key] = net
+        while len(_LOADED) > CACHE_SIZE:
+            _LOADED.popitem(last=False)
+    return net
+
+
+def clear_controlnet_cache() -> None:
+    """Drop every ControlNet `cached_controlnet` keeps."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+
+
 def _load_file(path: Path, base_unet):
     import tempfile
 
@@ -314,10 +357,13 @@ def _load_file(path: Path, base_unet):
 
 
 __all__ = [
+    "CACHE_SIZE",
     "KINDS",
     "Signature",
+    "cached_controlnet",
     "canny",
     "check_controlnet",
+    "clear_controlnet_cache",
     "control_maps",
     "fit",
     "load_controlnet",

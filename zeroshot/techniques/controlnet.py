@@ -224,11 +224,11 @@ def apply(run) -> None:
     cn = run.recipe.controlnet
     if cn is None:
         return
-    from zeroshot.control import load_controlnet
+    from zeroshot.control import cached_controlnet
 
     model = run.model
     unet = getattr(model, "unet", None)
-    nets = [load_controlnet(p, unet, device=model.device, dtype=model.dtype) for p in cn.models]
+    nets = [cached_controlnet(p, unet, device=model.device, dtype=model.dtype) for p in cn.models]
     guess = cn.guess_mode or any(bool(net.config.get("global_pool_conditions", False)) for net in nets)
     control = [m.to(device=model.device, dtype=model.dtype) for m in maps(run.recipe)]
     run.extras["controlnets"] = nets

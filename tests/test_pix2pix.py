@@ -150,8 +150,9 @@ def test_image_guidance_changes_the_edit_and_two_videos_are_one_batch(setup):
 
 def test_other_techniques_compose(setup):
     """Context windows and chunks slice the image latents with the frames; T2V-Zero's motion
-    runs its frame-0 pass on frame 0's latents; FreeInit re-samples."""
-    from zeroshot.recipe import Chunks, FreeInit, Motion, Windows
+    runs its frame-0 pass on frame 0's latents, background smoothing reads the attention of the
+    positive part of the three-way batch; FreeInit re-samples."""
+    from zeroshot.recipe import Chunks, FreeInit, Motion, Smoothing, Windows
 
     _, model, video = setup
     base = replace(get_method("pix2pix"), num_frames=F, height=SIZE, width=SIZE, num_inference_steps=3,
@@ -160,10 +161,13 @@ def test_other_techniques_compose(setup):
     ref = generate(model, PROMPT, base, latents=latents, progress=False).frames
     chunked = generate(model, PROMPT, replace(base, chunks=Chunks(2)), latents=latents, progress=False).frames
     assert torch.allclose(ref, chunked, atol=1e-5)  # chunks: identical output
-    for change in (dict(windows=Windows(length=2, stride=1)), dict(freeinit=FreeInit(iterations=2)),
-                   dict(method="t2v-zero", motion=Motion(translate=(4.0, 0.0)))):
-        out = generate(model, PROMPT, replace(base, **change), progress=False).frames
-        assert out.shape == (1, F, 3, SIZE, SIZE) and torch.isfinite(out).all()
+    motion = dict(method="t2v-zero", motion=Motion(translate=(4.0, 0.0)))
+    outs = []
+    for change in (dict(windows=Windows(length=2, stride=1)), dict(freeinit=FreeInit(iterations=2)), motion,
+                   dict(**motion, smoothing=Smoothing(dilate=1))):  # dilate 1: a background on 8x8 latents
+        outs.append(generate(model, PROMPT, replace(base, **change), progress=False).frames)
+        assert outs[-1].shape == (1, F, 3, SIZE, SIZE) and torch.isfinite(outs[-1]).all()
+    assert (outs[-1][:, 1:] - outs[-2][:, 1:]).abs().max() > 1e-4  # smoothing blended the backgrounds
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ CrossFrameAttnProcessor on its UNet; bad input is one line before any model work
 
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,28 @@ def test_the_family_is_read_from_the_folder(setup):
     assert isinstance(model, Pix2Pix) and model.family == "pix2pix" and model.unet.config.in_channels == 8
     assert models.peek(str(folder)).family_class is Pix2Pix
     assert model.latent_shape(2, F, SIZE, SIZE) == (2, 4, F, 8, 8)  # the noise has the output's 4 channels
+
+
+def test_an_sd_folder_with_an_8_channel_unet_is_pix2pix_and_a_4_channel_one_is_refused(setup, tiny_sd, tmp_path):
+    import json
+    import shutil
+
+    folder, model, video = setup
+    converted = Path(shutil.copytree(folder, tmp_path / "converted"))  # as single-file conversions save it
+    index = json.loads((converted / "model_index.json").read_text())
+    (converted / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionPipeline"}))
+    assert models.peek(str(converted)).family_class is Pix2Pix
+    recipe = _recipe(video, num_inference_steps=2)
+    a = generate(models.load(str(converted)), PROMPT, recipe, progress=False).frames
+    assert torch.equal(a, generate(model, PROMPT, recipe, progress=False).frames)
+    wrong = Path(shutil.copytree(tiny_sd, tmp_path / "wrong"))
+    index = json.loads((wrong / "model_index.json").read_text())
+    (wrong / "model_index.json").write_text(
+        json.dumps({**index, "_class_name": "StableDiffusionInstructPix2PixPipeline"}))
+    with pytest.raises(ValueError, match="an instruct-pix2pix UNet takes latents and image latents .4 . 4 channels.; "
+                                         "this one takes 4") as info:
+        models.load(str(wrong))
+    assert "\n" not in str(info.value)
 
 
 def test_three_way_guidance_formula_and_the_two_way_path():

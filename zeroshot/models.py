@@ -113,15 +113,22 @@ def peek(path_or_id: str | None) -> ModelCard:
 
 
 def folder_family(folder: Path, model_id: str) -> type:
-    """The family class of a diffusers folder, from its model_index.json `_class_name`."""
+    """The family class of a diffusers folder, from its model_index.json `_class_name`; a
+    Stable Diffusion folder whose UNet takes 8 channels (latents and image latents, as
+    converted instruct-pix2pix checkpoints are often saved) is a pix2pix model."""
     try:
         index = json.loads((Path(folder) / "model_index.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{model_id}: unreadable model_index.json ({exc})") from None
     try:
-        return family_for(index.get("_class_name", "StableDiffusionPipeline"), model_id)
+        family = family_for(index.get("_class_name", "StableDiffusionPipeline"), model_id)
     except UnsupportedFamily as exc:
         raise ModelError(str(exc)) from None
+    if family is SD and read_config(folder, "unet").get("in_channels") == 8:
+        from zeroshot.families import Pix2Pix
+
+        return Pix2Pix
+    return family
 
 
 def _looks_like_path(text: str) -> bool:

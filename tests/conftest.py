@@ -1,7 +1,8 @@
 """Shared fixtures and helpers.
 
 Fixtures: `tiny_sd` (a tiny random Stable Diffusion folder), `tiny_model` (it, loaded as a
-`zeroshot.models.Model`), `tiny_parts` (its components as a dict). Helper: `randn`.
+`zeroshot.models.Model`), `tiny_parts` (its components as a dict), `refused_before_loading`
+(runs CLI commands that must fail in one line before any model loads). Helper: `randn`.
 
 Tests marked `slow` start processes or sample the embedded model over a held-out set;
 `python -m pytest -m "not slow"` is the fast run, `python -m pytest` runs everything.
@@ -42,6 +43,30 @@ def tiny_model(tiny_sd):
 def tiny_parts():
     """Tiny random SD components (unet, vae, text_encoder, tokenizer, scheduler)."""
     return build_sd_components("tiny", seed=0)
+
+
+@pytest.fixture
+def refused_before_loading(tmp_path, capsys, monkeypatch):
+    """`check(args, needle)`: `zeroshot ARGS --out TMP/o.mp4 --quiet` exits 2 with one line
+    containing `needle`, no model loaded and nothing written."""
+    from zeroshot import models
+    from zeroshot.cli import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models.ModelSpec, "load", refuse)
+    out = tmp_path / "refused"
+    out.mkdir()
+    capsys.readouterr()
+
+    def check(args, needle):
+        rc = main([*args, "--out", str(out / "o.mp4"), "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and needle in err and len(err.splitlines()) == 1, err
+        assert not list(out.iterdir())
+
+    return check
 
 
 @pytest.fixture(autouse=True)

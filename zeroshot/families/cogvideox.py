@@ -21,34 +21,19 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Components, Cond, ModelFn, guided, read_config
+from zeroshot.families.base import read_config
+from zeroshot.families.transformer import TextToVideoTransformer
 from zeroshot.recipe import RecipeError
-
-#: Recipe schedulers a cogvideox model takes: its own (CogVideoX's DDIM, with the SNR shift).
-SCHEDULERS = ("auto",)
 
 
 @dataclass
-class CogVideoX(Components):
-    """The frozen components of a CogVideoX model, as a video model."""
-
-    transformer: Any
-    vae: Any
-    text_encoder: Any
-    tokenizer: Any
-    scheduler: Any
+class CogVideoX(TextToVideoTransformer):
+    """The frozen components of a CogVideoX model, as a video model (its first sampling step
+    is pure noise: `alphas_cumprod` = 0 there)."""
 
     family: ClassVar[str] = "cogvideox"
     pipelines: ClassVar[tuple[str, ...]] = ("CogVideoXPipeline",)
-    image_model: ClassVar[bool] = False
-    #: Frames have no spatial self-attention of their own (joint 3-D attention).
-    frame_attention: ClassVar[bool] = False
-    #: Video frames per latent frame (every CogVideoX VAE: 4).
-    temporal_compression: ClassVar[int] = 4
-    #: The first sampling step is pure noise (`alphas_cumprod` = 0 there).
-    zero_terminal_snr: ClassVar[bool] = True
-    #: Sizes are multiples of this: the VAE factor 8 times the patch size 2.
-    size_grid: ClassVar[int] = 16
+    scheduler_kind: ClassVar[str] = "their own scheduler (with its SNR shift)"
     #: The pipeline's own defaults, under a folder's zeroshot.json (`generate.prepare_recipe`).
     recommended: ClassVar[dict[str, Any]] = {
         "height": 480,
@@ -58,10 +43,6 @@ class CogVideoX(Components):
     }
 
     # ------------------------------------------------------------------ construction
-
-    @classmethod
-    def component_names(cls) -> tuple[str, ...]:
-        return ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 
     @classmethod
     def folder_defaults(cls, folder) -> dict[str, Any]:
@@ -84,18 +65,6 @@ class CogVideoX(Components):
                 "as _class_name in the folder's scheduler/scheduler_config.json"
             )
         return super().from_pipeline(pipe, model_id=model_id, defaults=defaults, vocabulary=vocabulary, path=path)
-
-    def pipeline(self):
-        """A diffusers pipeline over these components (shared)."""
-        from diffusers import CogVideoXPipeline
-
-        return CogVideoXPipeline(**{k: getattr(self, k) for k in self.component_names()})
-
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        return self.transformer
 
     # ------------------------------------------------------------------ the recipe
 
@@ -127,18 +96,7 @@ class CogVideoX(Components):
                 f"num_frames: cogvideox models make 1, 8k or 8k+1 frames (..., 40, 41, 48, 49; nearest "
                 f"{below} or {above}), got {f}"
             )
-        for key in ("height", "width"):
-            value = getattr(recipe, key)
-            if value % cls.size_grid:
-                raise RecipeError(
-                    f"{key} must be a multiple of {cls.size_grid} for cogvideox models "
-                    f"(VAE factor x patch size), got {value}"
-                )
-        if recipe.scheduler not in SCHEDULERS:
-            raise RecipeError(
-                f"scheduler: cogvideox models run their own scheduler (with its SNR shift); "
-                f"use auto, got {recipe.scheduler!r}"
-            )
+        cls.check_grid(recipe)
         return recipe
 
     # ------------------------------------------------------------------ the protocol
@@ -167,12 +125,6 @@ class CogVideoX(Components):
             return_tensors="pt",
         )
         return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.dtype)
-
-    def encode(self, prompts: list[str], negative: list[str] | None = None) -> Cond:
-        """`Cond` with `prompt_embeds` (b, L, D); `negative` given means guidance."""
-        pos = {"prompt_embeds": self.encode_prompt(prompts)}
-        neg = None if negative is None else {"prompt_embeds": self.encode_prompt(negative)}
-        return Cond(pos, neg)
 
     def rotary_embedding(self, num_frames: int, h: int, w: int):
         """The transformer's 3-D rotary position embedding (cos, sin) for `num_frames` latent
@@ -216,9 +168,6 @@ class CogVideoX(Components):
             return_dict=False,
         )[0]
         return out.float().permute(0, 2, 1, 3, 4)  # B c f h w
-
-    def model_fn(self, guidance_scale: float) -> ModelFn:
-        return guided(self.forward, guidance_scale)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, *, recipe=None) -> torch.Tensor:

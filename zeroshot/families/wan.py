@@ -22,34 +22,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import Components, Cond, ModelFn, guided
+from zeroshot.families.transformer import TextToVideoTransformer
 from zeroshot.recipe import RecipeError
-
-#: Recipe schedulers a wan model takes: its own (flow matching with the model's shift).
-SCHEDULERS = ("auto",)
 
 
 @dataclass
-class Wan(Components):
-    """The frozen components of a Wan 2.1 text-to-video model, as a video model."""
-
-    transformer: Any
-    vae: Any
-    text_encoder: Any
-    tokenizer: Any
-    scheduler: Any
+class Wan(TextToVideoTransformer):
+    """The frozen components of a Wan 2.1 text-to-video model, as a video model (flow
+    matching starts at sigma = 1: its first step is pure noise)."""
 
     family: ClassVar[str] = "wan"
     pipelines: ClassVar[tuple[str, ...]] = ("WanPipeline",)
-    image_model: ClassVar[bool] = False
-    #: Frames have no spatial self-attention of their own (joint 3-D self-attention).
-    frame_attention: ClassVar[bool] = False
-    #: Video frames per latent frame (Wan 2.1's VAE: 4).
-    temporal_compression: ClassVar[int] = 4
-    #: The first sampling step is pure noise (flow matching starts at sigma = 1).
-    zero_terminal_snr: ClassVar[bool] = True
-    #: Sizes are multiples of this: the VAE factor 8 times the patch size 2.
-    size_grid: ClassVar[int] = 16
+    scheduler_kind: ClassVar[str] = "their own flow-matching scheduler"
     #: Text tokens per prompt (the pipeline's `max_sequence_length`).
     max_sequence_length: ClassVar[int] = 512
     #: The pipeline's own defaults, under a folder's zeroshot.json (`generate.prepare_recipe`).
@@ -62,10 +46,6 @@ class Wan(Components):
     }
 
     # ------------------------------------------------------------------ construction
-
-    @classmethod
-    def component_names(cls) -> tuple[str, ...]:
-        return ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 
     @classmethod
     def from_pipeline(cls, pipe, *, model_id=None, defaults=None, vocabulary=None, path=None):
@@ -81,17 +61,7 @@ class Wan(Components):
             raise ModelError("wan: the folder has no transformer")
         return super().from_pipeline(pipe, model_id=model_id, defaults=defaults, vocabulary=vocabulary, path=path)
 
-    def pipeline(self):
-        """A diffusers pipeline over these components (shared)."""
-        from diffusers import WanPipeline
-
-        return WanPipeline(**{k: getattr(self, k) for k in self.component_names()})
-
     # ------------------------------------------------------------------ properties
-
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        return self.transformer
 
     @property
     def vae_scale_factor(self) -> int:
@@ -119,16 +89,7 @@ class Wan(Components):
             raise RecipeError(
                 f"num_frames: wan models make 4k+1 frames (..., 77, 81; nearest {below} or {below + c}), got {f}"
             )
-        for key in ("height", "width"):
-            value = getattr(recipe, key)
-            if value % cls.size_grid:
-                raise RecipeError(
-                    f"{key} must be a multiple of {cls.size_grid} for wan models (VAE factor x patch size), got {value}"
-                )
-        if recipe.scheduler not in SCHEDULERS:
-            raise RecipeError(
-                f"scheduler: wan models run their own flow-matching scheduler; use auto, got {recipe.scheduler!r}"
-            )
+        cls.check_grid(recipe)
         return recipe
 
     # ------------------------------------------------------------------ the protocol
@@ -160,12 +121,6 @@ class Wan(Components):
         keep = torch.arange(L, device=device)[None, :] < lengths[:, None]
         return (embeds * keep[..., None]).to(self.dtype)
 
-    def encode(self, prompts: list[str], negative: list[str] | None = None) -> Cond:
-        """`Cond` with `prompt_embeds` (b, 512, D); `negative` given means guidance."""
-        pos = {"prompt_embeds": self.encode_prompt(prompts)}
-        neg = None if negative is None else {"prompt_embeds": self.encode_prompt(negative)}
-        return Cond(pos, neg)
-
     def forward(self, x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> torch.Tensor:
         """One transformer call on `(B, c, f, h, w)` latents (it patchifies frames and space)."""
         timestep = torch.as_tensor(t, device=x.device).expand(x.shape[0])
@@ -176,9 +131,6 @@ class Wan(Components):
             return_dict=False,
         )[0]
         return out.float()
-
-    def model_fn(self, guidance_scale: float) -> ModelFn:
-        return guided(self.forward, guidance_scale)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -58,9 +58,9 @@ def refused_before_loading(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(models.ModelSpec, "load", refuse)
     out = tmp_path / "refused"
     out.mkdir()
-    capsys.readouterr()
 
     def check(args, needle):
+        capsys.readouterr()  # what the test printed before (building folders)
         rc = main([*args, "--out", str(out / "o.mp4"), "--quiet"])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and needle in err and len(err.splitlines()) == 1, err

@@ -117,3 +117,50 @@ def test_cli_refuses_a_frame_count_before_loading(folders, refused_before_loadin
     base = ["generate", "a red cat", "--model", str(folders["rotary"]), "--height", "32", "--width", "32"]
     refused_before_loading([*base, "--frames", "12"], "8k+1")
     refused_before_loading([*base, "--frames", "8", "--set", "cross_frame=on"], "3-D attention")
+
+
+# --- image-to-video (CogVideoXImageToVideoPipeline) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "variant,frames,num_videos",
+    [("rotary", 9, 1), ("sincos", 8, 2), ("v1.5", 9, 1)],
+)
+def test_cogvideox_i2v_matches_the_diffusers_pipeline(tmp_path, variant, frames, num_videos):
+    """Same latents and generator seed (the image's posterior sample is the generator's first
+    draw in both): 1.0 with rotary or sin-cos positions, 1.5 with a padding frame and `ofs`."""
+    from diffusers import CogVideoXImageToVideoPipeline
+    from PIL import Image
+
+    folder = testing.build_cogvideox_folder(tmp_path / variant, image_to_video=True, **VARIANTS[variant])
+    pipe = _quiet(CogVideoXImageToVideoPipeline.from_pretrained, str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    m = models.load(str(folder))
+    assert m.family == "cogvideox-i2v"
+    image = str(testing.write_test_image(tmp_path / "in.png"))
+    latents = torch.randn(m.latent_shape(num_videos, frames, 32, 48), generator=torch.Generator().manual_seed(1))
+    pil = Image.open(image).convert("RGB")
+    theirs = _quiet(
+        pipe, image=[pil] * num_videos if num_videos > 1 else pil, prompt=["a red cat"] * num_videos,
+        num_frames=frames, height=32, width=48, num_inference_steps=3, guidance_scale=6.0,
+        latents=latents.permute(0, 2, 1, 3, 4).clone(), max_sequence_length=16, output_type="np",
+        generator=torch.Generator().manual_seed(5),
+    ).frames
+    recipe = Recipe(method="video", num_frames=frames, height=32, width=48, num_inference_steps=3,
+                    guidance_scale=6.0, image=image)
+    ours = generate(m, "a red cat", recipe, latents=latents, num_videos=num_videos, seed=5, progress=False)
+    assert abs(ours.frames.permute(0, 1, 3, 4, 2).numpy() - theirs).max() <= 1e-4
+    other = str(testing.write_test_image(tmp_path / "other.png", seed=7))  # the image conditions the video
+    again = generate(m, "a red cat", replace(recipe, image=other), latents=latents, num_videos=num_videos, seed=5,
+                     progress=False)
+    assert (again.frames - ours.frames).abs().max() > 1e-3
+
+
+def test_cogvideox_i2v_needs_an_image_in_one_line(tmp_path, refused_before_loading):
+    folder = testing.build_cogvideox_folder(tmp_path / "i2v", image_to_video=True)
+    card = models.peek(str(folder))
+    with pytest.raises(RecipeError, match="input image") as info:
+        prepare_recipe(card, Recipe(method="video", num_frames=9, height=32, width=32))
+    assert "\n" not in str(info.value)
+    refused_before_loading(["generate", "a red cat", "--model", str(folder), "--frames", "9", "--height", "32",
+                            "--width", "32"], "input image")

@@ -39,7 +39,7 @@ def _quiet(fn, *args, **kwargs):
 
 
 #: Frames of the contract's videos where the family cannot make 4 (cogvideox: 1, 8k or 8k + 1; wan: 4k + 1).
-FRAMES = {"cogvideox": 8, "wan": 5}
+FRAMES = {"cogvideox": 8, "cogvideox-i2v": 8, "wan": 5}
 
 
 def _contract_recipes(family) -> list[Recipe]:
@@ -97,7 +97,7 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
     assert main(["generate", "a red cat", "--model", str(folder), "--out", str(video), *args]) == 0
     record = json.loads(video.with_suffix(".json").read_text())
     natural = {"sd": "t2v-zero", "sdxl": "t2v-zero", "animatediff": "animatediff", "unet3d": "video", "svd": "video",
-               "cogvideox": "video", "wan": "video", "pix2pix": "pix2pix"}
+               "cogvideox": "video", "cogvideox-i2v": "video", "wan": "video", "pix2pix": "pix2pix"}
     assert record["recipe"]["method"] == natural[name]
     preset = tmp_path / "p.toml"
     preset.write_text(

@@ -7,6 +7,7 @@ loads these, and every code path runs on them in seconds.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 WORDS = (
@@ -395,14 +396,29 @@ def t2v_zero_reference_noise(num_frames: int, channels: int, height: int, width:
     return latents, renoise_noise
 
 
-def build_cogvideox_folder(directory, *, seed: int = 0, rotary: bool = True, patch_size_t: int | None = None) -> Path:
+def build_cogvideox_folder(
+    directory,
+    *,
+    seed: int = 0,
+    rotary: bool = True,
+    patch_size_t: int | None = None,
+    image_to_video: bool = False,
+) -> Path:
     """A tiny random CogVideoX folder (`CogVideoXPipeline` layout): `CogVideoXTransformer3DModel`
     (one layer; 3-D rotary positions as CogVideoX-5b, or sin-cos ones as 2b; `patch_size_t` as
     1.5), the causal 3-D VAE (factor 8, 4 frames per latent frame), a T5 encoder over the word
-    tokenizer and CogVideoX-2b's DDIM scheduler; 32 px, 4k + 1 frames."""
+    tokenizer and CogVideoX-2b's DDIM scheduler; 32 px, 4k + 1 frames. `image_to_video`: the
+    `CogVideoXImageToVideoPipeline` layout (the transformer takes image latents beside the
+    noisy ones; with `patch_size_t`, 1.5's `ofs` embedding too)."""
     import tempfile
 
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXImageToVideoPipeline,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
     from transformers import T5Config, T5EncoderModel
 
     from zeroshot.tokenizer import word_tokenizer
@@ -415,8 +431,9 @@ def build_cogvideox_folder(directory, *, seed: int = 0, rotary: bool = True, pat
             transformer = CogVideoXTransformer3DModel(
                 num_attention_heads=2,
                 attention_head_dim=16,  # 3-D rotary positions split it 4 : 6 : 6 (even parts)
-                in_channels=4,
+                in_channels=8 if image_to_video else 4,
                 out_channels=4,
+                ofs_embed_dim=2 if image_to_video and patch_size_t else None,
                 time_embed_dim=2,
                 text_embed_dim=32,
                 num_layers=1,
@@ -467,7 +484,8 @@ def build_cogvideox_folder(directory, *, seed: int = 0, rotary: bool = True, pat
             steps_offset=0,
             timestep_spacing="trailing",
         )
-        pipe = CogVideoXPipeline(
+        pipeline = CogVideoXImageToVideoPipeline if image_to_video else CogVideoXPipeline
+        pipe = pipeline(
             tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
         )
         pipe.save_pretrained(str(directory), safe_serialization=True)
@@ -475,6 +493,7 @@ def build_cogvideox_folder(directory, *, seed: int = 0, rotary: bool = True, pat
 
 
 FAMILY_FOLDERS["cogvideox"] = build_cogvideox_folder  # text-to-video over 4k + 1 frames, sizes on a 16-px grid
+FAMILY_FOLDERS["cogvideox-i2v"] = functools.partial(build_cogvideox_folder, image_to_video=True)
 
 
 def build_wan_folder(directory, *, seed: int = 0, scheduler: str = "unipc") -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from zeroshot.families.animatediff import AnimateDiff
 from zeroshot.families.base import ATTENTION_KINDS, Cond, ModelFn, VideoModel, family_recipe, guided, inputs_for
-from zeroshot.families.cogvideox import CogVideoX
+from zeroshot.families.cogvideox import CogVideoX, CogVideoXImageToVideo
 from zeroshot.families.pix2pix import Pix2Pix
 from zeroshot.families.sd import SD
 from zeroshot.families.sdxl import SDXL
@@ -18,7 +18,9 @@ from zeroshot.families.unet3d import UNet3D
 from zeroshot.families.wan import Wan
 
 #: Every family, by name.
-FAMILY_CLASSES: dict[str, type] = {cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD, CogVideoX, Wan, Pix2Pix)}
+FAMILY_CLASSES: dict[str, type] = {
+    cls.family: cls for cls in (SD, SDXL, AnimateDiff, UNet3D, SVD, CogVideoX, CogVideoXImageToVideo, Wan, Pix2Pix)
+}
 #: diffusers pipeline class name -> family class.
 FAMILIES: dict[str, type] = {name: cls for cls in FAMILY_CLASSES.values() for name in cls.pipelines}
 
@@ -44,6 +46,7 @@ __all__ = [
     "ATTENTION_KINDS",
     "AnimateDiff",
     "CogVideoX",
+    "CogVideoXImageToVideo",
     "Cond",
     "FAMILIES",
     "FAMILY_CLASSES",

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroshot.families.base import read_config
+from zeroshot.families.base import Cond, read_config
 from zeroshot.families.transformer import TextToVideoTransformer
 from zeroshot.recipe import RecipeError
 
@@ -111,7 +111,7 @@ class CogVideoX(TextToVideoTransformer):
     def latent_shape(self, num_videos: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
         s = self.vae_scale_factor
         f, pad = self._latent_frames(num_frames)
-        return (num_videos, self.transformer.config.in_channels, pad + f, height // s, width // s)
+        return (num_videos, self.transformer.config.out_channels, pad + f, height // s, width // s)
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -160,12 +160,19 @@ class CogVideoX(TextToVideoTransformer):
         """One transformer call on `(B, c, f, h, w)` latents (it patchifies frames and space)."""
         b, _, f, h, w = x.shape
         timestep = torch.as_tensor(t, device=x.device).expand(b)
+        hidden = x.permute(0, 2, 1, 3, 4).to(self.dtype)  # B f c h w
+        extra = {}
+        if "image_latents" in c:  # image-to-video: the image's latents beside the noisy ones
+            hidden = torch.cat([hidden, c["image_latents"].to(self.dtype)], dim=2)
+            if self.transformer.config.ofs_embed_dim is not None:  # 1.5: the pipeline's fixed offset
+                extra["ofs"] = hidden.new_full((1,), 2.0)
         out = self.transformer(
-            hidden_states=x.permute(0, 2, 1, 3, 4).to(self.dtype),  # B f c h w
+            hidden_states=hidden,
             encoder_hidden_states=c["prompt_embeds"],
             timestep=timestep,
             image_rotary_emb=self.rotary_embedding(f, h, w),
             return_dict=False,
+            **extra,
         )[0]
         return out.float().permute(0, 2, 1, 3, 4)  # B c f h w
 
@@ -187,3 +194,56 @@ class CogVideoX(TextToVideoTransformer):
         if kind == "temporal":
             return list(self.transformer.attn_processors)
         raise ValueError(f"attention kind must be spatial_self, cross or temporal, got {kind!r}")
+
+
+@dataclass
+class CogVideoXImageToVideo(CogVideoX):
+    """CogVideoX image-to-video (`CogVideoXImageToVideoPipeline`): the input image's VAE
+    latents (a sample of the posterior, drawn from the run's generator, scaled) fill the first
+    latent frame of a second latent video (zeros after it) that the transformer sees beside
+    the noisy one, channel-wise; 1.5 models also take the pipeline's fixed `ofs` offset. The
+    prompt still conditions (unlike SVD)."""
+
+    family: ClassVar[str] = "cogvideox-i2v"
+    pipelines: ClassVar[tuple[str, ...]] = ("CogVideoXImageToVideoPipeline",)
+
+    @classmethod
+    def prepare_recipe(cls, recipe):
+        """As `CogVideoX`'s, and the input image is required."""
+        if recipe.image is None:
+            raise RecipeError("image: cogvideox-i2v models animate an input image; give one (--image PATH)")
+        return super().prepare_recipe(recipe)
+
+    @torch.no_grad()
+    def encode_image(self, image, num_videos: int, num_frames: int, height: int, width: int,
+                     generator: torch.Generator | None) -> torch.Tensor:
+        """Image latents `(b, F, c, h, w)`: frame 0 the image's (one posterior sample per video,
+        in order), the others zero; F counts 1.5's padding frames, as the pipeline lays them out."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        from zeroshot.families.base import open_image
+
+        pil = open_image(image) if isinstance(image, str) else image.convert("RGB")
+        pixels = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor).preprocess(pil, height=height, width=width)
+        pixels = pixels.to(self.device, self.vae.dtype)[:, :, None]  # 1 3 1 H W in [-1, 1]
+        config = self.vae.config
+        scale = 1 / config.scaling_factor if config.get("invert_scale_latents", False) else config.scaling_factor
+        first = torch.cat([self.vae.encode(pixels).latent_dist.sample(generator) for _ in range(num_videos)])
+        first = (scale * first.to(self.dtype)).permute(0, 2, 1, 3, 4)  # b 1 c h w
+        f, pad = self._latent_frames(num_frames)
+        rest = first.new_zeros((num_videos, pad + f - 1, *first.shape[2:]))
+        return torch.cat([first, rest], dim=1)
+
+    def encode(self, prompts: list[str], negative: list[str] | None = None, *, image=None, recipe=None,
+               generator: torch.Generator | None = None) -> Cond:
+        """`Cond` with `prompt_embeds` (b, L, D) and `image_latents` (b, F, c, h, w) (a frame
+        axis: windows slice it); the negative side shares the image latents, as in the pipeline."""
+        if image is None:
+            raise RecipeError("image: cogvideox-i2v models animate an input image; give one (--image PATH)")
+        if recipe is None:
+            raise ValueError("cogvideox-i2v encode needs the resolved recipe (frames and size)")
+        cond = super().encode(prompts, negative)
+        latents = self.encode_image(image, len(prompts), recipe.num_frames, recipe.height, recipe.width, generator)
+        pos = {**cond.positive, "image_latents": latents}
+        neg = None if cond.negative is None else {**cond.negative, "image_latents": latents}
+        return Cond(pos, neg, frame_keys=("image_latents",))

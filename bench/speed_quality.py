@@ -1,0 +1,261 @@
+"""Speed at equal quality: wall time against measured quality on the embedded shapes model.
+
+The reference is diffusers' `TextToVideoZeroPipeline` at its default 50 DDIM steps on the
+same weights (same process). Every zeroshot configuration is T2V-Zero with the model's own
+motion request (warp steps `motion.t0`/`t1` mapped to each step count by
+`recipe.scaled_warp_steps`), with fewer steps (DPM-Solver++), step caching
+(`recipe.step_cache`) and token merging (`recipe.token_merge`). Videos are the shapes
+world's held-out captions, one seed each; the configurations run round-robin per video, so
+changes in machine load hit all alike. Quality: alignment, consistency and motion error
+against the requested motion (`zeroshot.shapes.metrics`), mean ± standard error over the
+videos. "Equal quality", two readings: each of the three no worse than the reference's mean
+by more than the reference's standard error ("ref SE"), or by more than the standard error
+of the difference of the two means, sqrt(SE_ref² + SE_config²) ("joint SE"). `--json` keeps
+every video's metrics and time.
+
+    OMP_NUM_THREADS=1 python bench/speed_quality.py [--videos 8] [--frames 8] [--configs NAME ...]
+    OMP_NUM_THREADS=1 python bench/speed_quality.py --unet-only [--px 256 512]
+
+`--unet-only`: one UNet call of the SD-topology `mid` model at larger sizes (where token
+counts are SD-like): plain, with token merging, and a cached step-cache call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from zeroshot.metrics import mean_and_sem  # noqa: E402
+from zeroshot.recipe import StepCache, TokenMerge, get_method  # noqa: E402
+
+REFERENCE = "diffusers ddim-50"
+#: (key, header, higher is better) of the quality columns that decide "equal quality".
+QUALITY = (("alignment", "align", True), ("consistency", "consist", True), ("motion_error", "motion_err", False))
+
+
+def configs() -> dict:
+    """Name -> zeroshot recipe (None: the diffusers reference)."""
+    t2v = get_method("t2v-zero")
+    ddim = replace(t2v, scheduler="ddim")
+    dpm = replace(t2v, scheduler="dpm++")
+    return {
+        REFERENCE: None,
+        "zeroshot ddim-50": replace(ddim, num_inference_steps=50),
+        "zeroshot ddim-25": replace(ddim, num_inference_steps=25),
+        "dpm++ 20": replace(dpm, num_inference_steps=20),
+        "dpm++ 10": replace(dpm, num_inference_steps=10),
+        "dpm++ 20 +cache3": replace(dpm, num_inference_steps=20, step_cache=StepCache(interval=3)),
+        "dpm++ 10 +cache2": replace(dpm, num_inference_steps=10, step_cache=StepCache(interval=2)),
+        "dpm++ 10 +cache3": replace(dpm, num_inference_steps=10, step_cache=StepCache(interval=3)),
+        "dpm++ 10 +tome0.5": replace(dpm, num_inference_steps=10, token_merge=TokenMerge(ratio=0.5)),
+        "dpm++ 10 +cache2 +tome0.5": replace(dpm, num_inference_steps=10, step_cache=StepCache(interval=2),
+                                             token_merge=TokenMerge(ratio=0.5)),
+    }
+
+
+def diffusers_call(model, recipe):
+    """`fn(prompt, seed) -> frames (f, 3, H, W)` of diffusers' T2V-Zero at 50 DDIM steps with the
+    model's motion request (its warp steps scaled to 50 steps; its warp is diffusers' own:
+    nearest, reflection padding)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from diffusers import DDIMScheduler, TextToVideoZeroPipeline
+
+    from zeroshot.recipe import scaled_warp_steps
+
+    pipe = TextToVideoZeroPipeline(
+        unet=model.unet, vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+        scheduler=DDIMScheduler.from_config(model.scheduler.config), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    m = recipe.motion
+    t0, t1 = scaled_warp_steps(50, m.t0, m.t1, recipe.num_inference_steps)
+    # diffusers' field: delta in units of a 512-px frame, positive moves content up-left
+    dx, dy = (-v * 512 / recipe.width for v in m.translate)
+
+    def call(prompt: str, seed: int) -> torch.Tensor:
+        frames = pipe(prompt, video_length=recipe.num_frames, height=recipe.height, width=recipe.width,
+                      num_inference_steps=50, guidance_scale=recipe.guidance_scale,
+                      negative_prompt=recipe.negative_prompt or None,
+                      generator=torch.Generator("cpu").manual_seed(seed), motion_field_strength_x=dx,
+                      motion_field_strength_y=dy, t0=t0, t1=t1, output_type="np").images
+        return torch.from_numpy(np.asarray(frames)).permute(0, 3, 1, 2).float()  # f 3 H W
+
+    return call
+
+
+def measure(frames: torch.Tensor, prompt: str, motion) -> dict:
+    from zeroshot.shapes.metrics import shapes_metrics
+
+    return shapes_metrics(frames, prompt, motion=motion)
+
+
+def run(args) -> None:
+    from zeroshot.generate import generate, prepare_recipe
+    from zeroshot.models import load
+    from zeroshot.shapes.world import distinct_captions
+
+    model = load(args.model)
+    chosen = configs()
+    if args.configs:
+        unknown = [c for c in args.configs if c not in chosen]
+        if unknown:
+            raise SystemExit(f"--configs: unknown {unknown}; valid: {', '.join(chosen)}")
+        chosen = {name: chosen[name] for name in [REFERENCE, *args.configs] if name in chosen}
+    chosen = {n: r if r is None else replace(r, num_frames=args.frames) for n, r in chosen.items()}
+    base = prepare_recipe(model, replace(get_method("t2v-zero"), num_frames=args.frames))
+    reference = diffusers_call(model, base)
+    prompts = distinct_captions(args.videos, args.prompt_seed)
+    rows: dict[str, list[dict]] = {name: [] for name in chosen}
+    seconds = {name: 0.0 for name in chosen}
+    for name, recipe in chosen.items():  # warm-up: first calls pay one-time set-up
+        if recipe is None:
+            reference(prompts[0], 0)
+        else:
+            generate(model, prompts[0], recipe, seed=0, progress=False)
+    for i, prompt in enumerate(prompts):
+        for name, recipe in chosen.items():
+            start = time.perf_counter()
+            if recipe is None:
+                frames = reference(prompt, i)
+            else:
+                frames = generate(model, prompt, recipe, seed=i, progress=False).frames[0]
+            seconds[name] += time.perf_counter() - start
+            rows[name].append(measure(frames, prompt, base.motion))
+        print(f"video {i + 1}/{len(prompts)} done", file=sys.stderr, flush=True)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"prompts": prompts, "rows": rows, "seconds": seconds}, indent=1,
+                                              default=float))
+
+    summary = {}
+    for name in chosen:
+        summary[name] = {key: mean_and_sem([r.get(key, math.nan) for r in rows[name]]) for key, _, _ in QUALITY}
+        summary[name]["along_px"] = mean_and_sem([r.get("along_px", math.nan) for r in rows[name]])
+        summary[name]["seconds"] = seconds[name] / len(prompts)
+    ref = summary[REFERENCE]
+
+    def se(mean_sem):
+        return 0.0 if math.isnan(mean_sem[1]) else mean_sem[1]
+
+    def equal_to_ref(s, joint: bool) -> bool:
+        def tol(key):
+            return math.hypot(se(ref[key]), se(s[key])) if joint else se(ref[key])
+
+        return all(
+            (s[key][0] >= ref[key][0] - tol(key)) if higher else (s[key][0] <= ref[key][0] + tol(key))
+            for key, _, higher in QUALITY
+        )
+
+    print(f"embedded model, {args.videos} videos x {args.frames} frames at {base.height}x{base.width}, "
+          f"guidance {base.guidance_scale}, motion {tuple(base.motion.translate)} px/frame, "
+          f"torch threads {torch.get_num_threads()}")
+    print("| config | s/video | × reference time | speed-up | " + " | ".join(h for _, h, _ in QUALITY)
+          + " | along_px | equal (ref SE) | equal (joint SE) |")
+    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in QUALITY) + " | --- | --- | --- |")
+    equal, joint = {}, {}
+    for name, s in summary.items():
+        equal[name], joint[name] = equal_to_ref(s, False), equal_to_ref(s, True)
+        ratio = s["seconds"] / ref["seconds"]
+        cells = " | ".join(f"{s[key][0]:.3f} ± {s[key][1]:.3f}" for key, _, _ in QUALITY)
+        print(f"| {name} | {s['seconds']:.2f} | {ratio:.3f} | {1 / ratio:.1f}× | {cells} | {s['along_px'][0]:.2f} ± {s['along_px'][1]:.2f} | "
+              f"{'yes' if equal[name] else 'no'} | {'yes' if joint[name] else 'no'} |")
+    print()
+    for label, verdict in (("ref SE", equal), ("joint SE", joint)):
+        fastest = min((n for n in summary if verdict[n]), key=lambda n: summary[n]["seconds"])
+        print(f"fastest at equal quality ({label}): {fastest}: {summary[fastest]['seconds'] / ref['seconds']:.3f} "
+              f"of the reference's time")
+    plain = {n: n.split(" +")[0] for n in summary if " +" in n}
+    for name, base_name in plain.items():
+        if base_name in summary:
+            gain = summary[base_name]["seconds"] / summary[name]["seconds"]
+            print(f"{name}: {gain:.2f}× faster than {base_name} (equal quality to the reference, ref SE / joint SE: "
+                  f"{'yes' if equal[name] else 'no'} / {'yes' if joint[name] else 'no'})")
+
+
+def unet_only(args) -> None:
+    """One UNet call (batch 2, CFG-sized) of the `mid` SD-topology model per size: plain, with
+    token merging (ratio 0.5), and a cached step-cache call (branch 0)."""
+    import tempfile
+
+    from zeroshot import models
+    from zeroshot.hooks import wrapped_processors
+    from zeroshot.techniques.step_cache import step_cache
+    from zeroshot.techniques.token_merge import TokenMergeProcessor
+    from zeroshot.testing import build_sd_folder
+
+    model = models.load(str(build_sd_folder(tempfile.mkdtemp(), "mid", seed=0)))
+    unet = model.unet
+    print("| px | latent tokens (level 0) | plain s | token merge 0.5 s | × plain | cached step s | × plain |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for px in args.px:
+        h = px // model.vae_scale_factor
+        x = torch.randn(2, 4, h, h, generator=torch.Generator().manual_seed(0))
+        e = torch.randn(2, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+
+        def best(fn, repeats=args.repeats):
+            fn()
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return min(times)
+
+        with torch.no_grad():
+            plain = best(lambda: unet(x, 500, encoder_hidden_states=e))
+            names = set(model.attention_layers("spatial_self"))
+
+            def wrap(name, p):
+                return TokenMergeProcessor(p, ratio=0.5, stride=2, max_downsample=1, latent_hw=(h, h))
+
+            with wrapped_processors(unet, names.__contains__, wrap):
+                merged = best(lambda: unet(x, 500, encoder_hidden_states=e))
+            with step_cache(unet, interval=1000) as state:
+                state.begin_step(0)
+                unet(x, 500, encoder_hidden_states=e)  # the full step that keeps the feature
+
+                def cached_call():
+                    state.begin_step(1)
+                    unet(x, 500, encoder_hidden_states=e)
+
+                cached = best(cached_call)
+        print(f"| {px} | {h * h} | {plain:.3f} | {merged:.3f} | {plain / merged:.2f}× | {cached:.3f} | "
+              f"{plain / cached:.2f}× |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--model", default=None, help="model folder (default: the embedded shapes model)")
+    ap.add_argument("--configs", nargs="+", default=None, help="a subset of the configurations (the reference always runs)")
+    ap.add_argument("--prompt-seed", type=int, default=1234)
+    ap.add_argument("--json", default=None, help="write every video's metrics and the times here")
+    ap.add_argument("--unet-only", action="store_true", help="time single UNet calls of the mid model instead")
+    ap.add_argument("--px", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.unet_only:
+        unet_only(args)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,11 @@
 A keyframed path (frames 0, 4, 7 at (0, 0), (8, -6), (14, 0) px: up-right, then down-right;
 `--pan` requests a constant pan instead) is requested from every variant; each video is read with the shapes detector
 (`zeroshot.shapes.metrics.shapes_metrics`): "error" is the mean norm of (detected centroid
-step - requested step), px/frame, "along" the robust speed along the request. As in
+step - requested step), px/frame, "along" the robust speed along the request. "ObjMC" is the
+trajectory papers' error (`zeroshot.tracking`): frame 0's detected centroid is tracked with
+OpenCV's pyramidal Lucas-Kanade and compared with where the request takes it (mean px over
+frames 1..f-1; "lost": share of frame-points the tracker dropped, left out of the mean);
+"ObjMC det." is the same distance for the detector's centroids (absolute positions, not steps). As in
 `bench/motion_check.py`, each variant is measured on the first `--videos` videos of a fixed
 caption x seed list ("all") and on the first `--videos` videos of that list whose frame-0
 shape stays inside the frame along the request ("in view": the model stops shapes at the
@@ -31,8 +35,9 @@ from zeroshot.generate import generate
 from zeroshot.metrics import mean_and_sem
 from zeroshot.models import load
 from zeroshot.recipe import apply_override, get_method, resolve
-from zeroshot.shapes.detector import detect
-from zeroshot.shapes.metrics import shapes_metrics
+from zeroshot.shapes.detector import detect, to_hwc
+from zeroshot.shapes.metrics import requested_track, shapes_metrics, soft_centroid
+from zeroshot.tracking import objmc, track_points
 
 _spec = importlib.util.spec_from_file_location("motion_check", Path(__file__).with_name("motion_check.py"))
 motion_check = importlib.util.module_from_spec(_spec)
@@ -52,8 +57,32 @@ VARIANTS = {
     "t2i + flow-warped": ("t2i", {"noise.prior": "flow-warped", "motion.dynamics": "off"}),
     "animatediff (no request)": ("animatediff", {"motion": "off"}),
     "animatediff + t2v-zero warp": ("animatediff", {}),
+    # needs --flow-adapter (a trained zeroshot.trained.flow_adapter file)
+    "animatediff + flow adapter": ("animatediff", {"animatediff.flow_adapter": "FLOW_ADAPTER", "motion.dynamics": "off"}),
 }
-KEYS = ("motion_error", "along_px", "requested_speed_px", "consistency", "alignment")
+KEYS = ("motion_error", "along_px", "requested_speed_px", "consistency", "alignment", "objmc", "objmc_lost",
+        "objmc_detector")
+
+
+def trajectory_errors(video, motion, first) -> dict:
+    """ObjMC of frame 0's detected centroid along the request: tracked by OpenCV LK
+    (`objmc`, `objmc_lost`: share of frame-points lost) and by the detector (`objmc_detector`)."""
+    import numpy as np
+
+    nan = float("nan")
+    if first.shape is None or first.area <= 0:
+        return {"objmc": nan, "objmc_lost": nan, "objmc_detector": nan}
+    f, _, height, width = video.shape
+    start = soft_centroid(to_hwc(video[0]), first.mask)
+    requested = requested_track(motion, start, f, height, width)[:, None]  # (f, 1, 2)
+    lk = objmc(requested, track_points(video, np.array([start])))
+    centroids = []
+    for frame in video:
+        found = detect(frame)
+        ok = found.shape is not None and found.area > 0
+        centroids.append(soft_centroid(to_hwc(frame), found.mask) if ok else (nan, nan))
+    detector = objmc(requested, np.array(centroids)[:, None])
+    return {"objmc": lk["objmc"], "objmc_lost": lk["lost"] / lk["pairs"], "objmc_detector": detector["objmc"]}
 
 
 def recipe_for(model, method: str, overrides: dict, path: str | None, settings: list[str], pan: str | None = None):
@@ -82,11 +111,15 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, default=16, help="videos per column and variant")
     parser.add_argument("--prompts", type=int, default=16, help="captions of the list (x --seeds)")
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated subset of the variants (default: all; the flow adapter's with --flow-adapter)")
+    parser.add_argument("--flow-adapter", metavar="PATH", help="a trained flow adapter for its variant")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
     parser.add_argument("--pan", metavar="DX,DY", help="request a constant pan (px/frame) instead of the arc")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
+    if args.variants is None:
+        args.variants = ",".join(v for v in VARIANTS if args.flow_adapter or "flow adapter" not in v)
     torch.manual_seed(0)
     model = load(args.model)
     jobs = [(p, s) for s in range(args.seeds) for p in motion_check.captions(args.prompts)]
@@ -94,10 +127,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "arc.toml")
         Path(path).write_text(ARC)
-        print(f"{'variant':<34} | {'all: error':>16} {'along':>5} | {'in view: error':>16} {'along':>5} {'n / list':>9} | "
-              f"{'consist.':>8} {'align.':>6} {'s':>5}")
+        print(f"{'variant':<34} | {'all: error':>16} {'along':>5} {'ObjMC':>13} | {'in view: error':>16} {'along':>5} "
+              f"{'ObjMC':>13} {'lost':>4} {'det.':>5} {'n / list':>9} | {'consist.':>8} {'align.':>6} {'s':>5}")
         for name in args.variants.split(","):
             method, overrides = VARIANTS[name]
+            if "animatediff.flow_adapter" in overrides:
+                if not args.flow_adapter:
+                    parser.error(f"variant {name!r} needs --flow-adapter PATH")
+                overrides = {**overrides, "animatediff.flow_adapter": args.flow_adapter}
             unasked = overrides.get("motion") == "off"
             request = {k: v for k, v in overrides.items() if k != "motion"}
             recipe = recipe_for(model, method, request, path, args.set, args.pan)
@@ -110,18 +147,22 @@ def main(argv=None) -> int:
                 looked += 1
                 video = generate(model, prompt, run_recipe, seed=seed, progress=False).frames[0]
                 row = shapes_metrics(video, prompt, recipe.motion)
+                first = detect(video[0])
+                row.update(trajectory_errors(video, recipe.motion, first))
                 if len(everything) < args.videos:
                     everything.append(row)
                 if len(in_view) < args.videos and motion_check.stays_in_view(
-                    detect(video[0]).mask, recipe.motion, recipe.num_frames
+                    first.mask, recipe.motion, recipe.num_frames
                 ):
                     in_view.append(row)
             a, v = summary(everything), summary(in_view)
             v["list_examined"] = looked
             results["variants"][name] = {"all": a, "in_view": v, "overrides": overrides, "method": method}
             print(
-                f"{name:<34} | {a['motion_error']:7.2f} ± {a['motion_error_sem']:.2f} {a['along_px']:5.2f} | "
+                f"{name:<34} | {a['motion_error']:7.2f} ± {a['motion_error_sem']:.2f} {a['along_px']:5.2f} "
+                f"{a['objmc']:6.2f} ± {a['objmc_sem']:.2f} | "
                 f"{v['motion_error']:7.2f} ± {v['motion_error_sem']:.2f} {v['along_px']:5.2f} "
+                f"{v['objmc']:6.2f} ± {v['objmc_sem']:.2f} {v['objmc_lost']:4.2f} {v['objmc_detector']:5.2f} "
                 f"{len(in_view):>4} / {looked:<3} | {v['consistency']:8.2f} {v['alignment']:6.2f} "
                 f"{time.perf_counter() - start:5.0f}",
                 flush=True,

@@ -24,7 +24,6 @@ MODULE_OF = {
 
 # Declared but never imported by zeroshot: diffusers imports them at run time.
 RUNTIME_ONLY = {
-    "accelerate": "diffusers' from_pretrained loads weights without a CPU copy (low_cpu_mem_usage)",
     "peft": "diffusers' load_lora_weights builds its LoRA layers with peft",
     "scipy": "scheduler='auto' takes a model's own scheduler; LMSDiscreteScheduler and the beta-sigma "
     "options of diffusers' schedulers need scipy",

@@ -21,6 +21,7 @@ from zeroshot.recipe import (
     FreeInit,
     Motion,
     Noise,
+    Pix2Pix,
     Recipe,
     RecipeError,
     Smoothing,
@@ -178,7 +179,7 @@ def test_every_listed_key_is_accepted_by_set():
                 controlnet=ControlNet(models=("a", "b.safetensors"), signals=("canny:x.mp4", "depth:y"),
                                       scales=(0.5, 1.5), resize=True, low_threshold=50.0, high_threshold=120.0,
                                       guess_mode=True, start=0.1, end=0.8),
-                edit=Edit(strength=0.3))
+                edit=Edit(strength=0.3), pix2pix=Pix2Pix(image_guidance_scale=2.0))
     keys = recipe_fields()
     assert {f.name for f in fields(Recipe)} <= set(keys)
     for key in keys:

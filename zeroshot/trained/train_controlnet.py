@@ -24,18 +24,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zeroshot.trained.train_motion import EMBEDDED_MODEL, EMBEDDED_MODEL_V2, encode_prompts, load_components
+from zeroshot.trained.train_motion import (
+    EMBEDDED_MODEL,
+    EMBEDDED_MODEL_V2,
+    caption_embeds,
+    encode_prompts,
+    load_components,
+    optimize,
+    run_training,
+)
 from zeroshot.trained.train_motion import _save_checkpoint as save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -245,31 +251,17 @@ def train(config: TrainConfig, *, components: dict[str, Any] | None = None, prog
 
     bar = tqdm(batches(dataset, start, config.steps, config.batch_size), total=config.steps, initial=start,
                disable=not progress, desc="edge controlnet")
-    step = start
-    t_start = time.time()
-    for images, edges, captions in bar:
-        drop = torch.rand(len(captions), generator=generator, device=device) < config.empty_prompt_prob
-        embeds = encode_prompts(tokenizer, text_encoder, list(captions))
-        embeds = torch.where(drop[:, None, None], empty.expand_as(embeds), embeds)
+
+    def loss_of(batch):
+        images, edges, captions = batch
+        embeds = caption_embeds(tokenizer, text_encoder, captions, empty, config.empty_prompt_prob, generator)
         latents = encode_images(vae, images)
-        loss = controlnet_loss(controlnet, unet, scheduler, latents, embeds, edges.to(device), generator,
+        return controlnet_loss(controlnet, unet, scheduler, latents, embeds, edges.to(device), generator,
                                min_snr_gamma=config.min_snr_gamma)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        schedule.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if config.save_every and step % config.save_every == 0:
-            checkpoint(step)
-        if step == stop_at or (time_limit_s is not None and time.time() - t_start > time_limit_s):
-            break
-    if step > start:
-        checkpoint(step)
-    logger.info("trained steps %d..%d in %.1f s", start, step, time.time() - t_start)
+
+    step = optimize(bar, loss_of, optimizer=optimizer, schedule=schedule, params=params, grad_clip=config.grad_clip,
+                    losses=losses, start=start, save_every=config.save_every, checkpoint=checkpoint,
+                    stop_at=stop_at, time_limit_s=time_limit_s)
     controlnet.eval().requires_grad_(False)
     if config.out:
         save_controlnet(controlnet, config.out)
@@ -321,14 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         save_every=args.save_every,
         device=args.device,
     )
-    try:
-        result = train(config, time_limit_s=args.time_limit)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.log:
-        Path(args.log).write_text(json.dumps({"config": dataclasses.asdict(config), "losses": result["losses"]}))
-    return 0
-
+    return run_training(parser, train, config, time_limit_s=args.time_limit, log=args.log)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +38,13 @@ from zeroshot.trained.train_motion import (
     EMBEDDED_MODEL,
     _parse_frames,
     _save_checkpoint,
+    caption_embeds,
     diffusion_loss,
     encode_prompts,
     encode_video,
     load_components,
+    optimize,
+    run_training,
 )
 
 logger = logging.getLogger(__name__)
@@ -235,31 +236,17 @@ def train(
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
                                          shuffle=False, collate_fn=_collate)
     bar = tqdm(loader, total=config.steps, initial=start, disable=not progress, desc="flow adapter")
-    step = start
-    t_start = time.time()
-    for frames, captions, flow in bar:
-        drop = torch.rand(len(captions), generator=generator, device=device) < config.empty_prompt_prob
-        embeds = encode_prompts(tokenizer, text_encoder, list(captions))
-        embeds = torch.where(drop[:, None, None], empty.expand_as(embeds), embeds)
+
+    def loss_of(batch):
+        frames, captions, flow = batch
+        embeds = caption_embeds(tokenizer, text_encoder, captions, empty, config.empty_prompt_prob, generator)
         latents = encode_video(vae, frames)
         model.flow = flow.to(device=device, dtype=latents.dtype)
-        loss = diffusion_loss(model, scheduler, latents, embeds, generator, min_snr_gamma=config.min_snr_gamma)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        schedule.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if config.save_every and step % config.save_every == 0:
-            checkpoint(step)
-        if step == stop_at or (time_limit_s is not None and time.time() - t_start > time_limit_s):
-            break
-    if step > start:
-        checkpoint(step)
-    logger.info("trained steps %d..%d in %.1f s", start, step, time.time() - t_start)
+        return diffusion_loss(model, scheduler, latents, embeds, generator, min_snr_gamma=config.min_snr_gamma)
+
+    step = optimize(bar, loss_of, optimizer=optimizer, schedule=schedule, params=params, grad_clip=config.grad_clip,
+                    losses=losses, start=start, save_every=config.save_every, checkpoint=checkpoint,
+                    stop_at=stop_at, time_limit_s=time_limit_s)
     adapter.eval().requires_grad_(False)
     if config.out:
         notes = {"motion_module": Path(config.motion_module).name if config.motion_module else "shapes_motion.safetensors",
@@ -308,14 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         save_every=args.save_every,
         device=args.device,
     )
-    try:
-        result = train(config, time_limit_s=args.time_limit)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.log:
-        Path(args.log).write_text(json.dumps({"config": dataclasses.asdict(config), "losses": result["losses"]}))
-    return 0
-
+    return run_training(parser, train, config, time_limit_s=args.time_limit, log=args.log)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -226,6 +226,69 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+def caption_embeds(tokenizer, text_encoder, captions, empty: torch.Tensor, drop_prob: float,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Text embeddings of a batch, each caption replaced by the empty one with probability
+    `drop_prob` (one draw per caption from `generator`: classifier-free guidance training)."""
+    drop = torch.rand(len(captions), generator=generator, device=empty.device) < drop_prob
+    embeds = encode_prompts(tokenizer, text_encoder, list(captions))
+    return torch.where(drop[:, None, None], empty.expand_as(embeds), embeds)
+
+
+def optimize(
+    bar,
+    loss_of,
+    *,
+    optimizer,
+    schedule,
+    params,
+    grad_clip: float | None,
+    losses: list[float],
+    start: int,
+    save_every: int | None,
+    checkpoint,
+    stop_at: int | None = None,
+    time_limit_s: float | None = None,
+) -> int:
+    """The optimisation loop every trainer here shares: for each batch of `bar` (a tqdm),
+    `loss_of(batch)`, a clipped step, the schedule, the running loss on the bar, `checkpoint(step)`
+    every `save_every` steps and at the end; it stops early at `stop_at` or after
+    `time_limit_s` (resumably). Returns the last step."""
+    step, t_start = start, time.time()
+    for batch in bar:
+        loss = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if save_every and step % save_every == 0:
+            checkpoint(step)
+        if step == stop_at or (time_limit_s is not None and time.time() - t_start > time_limit_s):
+            break
+    if step > start:
+        checkpoint(step)
+    logger.info("trained steps %d..%d in %.1f s", start, step, time.time() - t_start)
+    return step
+
+
+def run_training(parser: argparse.ArgumentParser, train_fn, config, *, time_limit_s: float | None,
+                 log: str | None) -> int:
+    """A trainer's command: `train_fn(config)`; a ValueError is the parser's one-line error;
+    the loss curve (JSON) goes to `log`."""
+    try:
+        result = train_fn(config, time_limit_s=time_limit_s)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if log:
+        Path(log).write_text(json.dumps({"config": dataclasses.asdict(config), "losses": result["losses"]}))
+    return 0
+
+
 def train(
     config: TrainConfig,
     *,
@@ -307,34 +370,18 @@ def train(
 
     loader = batches(dataset, start, config.steps, config.batch_size, config.workers)
     bar = tqdm(loader, total=config.steps, initial=start, disable=not progress, desc="motion module")
-    step = start
-    t_start = time.time()
-    for frames, captions in bar:
-        drop = torch.rand(len(captions), generator=generator, device=device) < config.empty_prompt_prob
-        embeds = encode_prompts(tokenizer, text_encoder, list(captions))
-        embeds = torch.where(drop[:, None, None], empty.expand_as(embeds), embeds)
+
+    def loss_of(batch):
+        frames, captions = batch
+        embeds = caption_embeds(tokenizer, text_encoder, captions, empty, config.empty_prompt_prob, generator)
         latents = encode_video(vae, frames)
         images = config.joint_images > 0 and float(torch.rand(1, generator=generator, device=device)) < config.joint_images
         with zoo.temporal_off(motion_unet) if images else contextlib.nullcontext():
-            loss = diffusion_loss(
-                motion_unet, scheduler, latents, embeds, generator, min_snr_gamma=config.min_snr_gamma
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        schedule.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if config.save_every and step % config.save_every == 0:
-            checkpoint(step)
-        if step == stop_at or (time_limit_s is not None and time.time() - t_start > time_limit_s):
-            break
-    if step > start:
-        checkpoint(step)
-    logger.info("trained steps %d..%d in %.1f s", start, step, time.time() - t_start)
+            return diffusion_loss(motion_unet, scheduler, latents, embeds, generator, min_snr_gamma=config.min_snr_gamma)
+
+    step = optimize(bar, loss_of, optimizer=optimizer, schedule=schedule, params=params, grad_clip=config.grad_clip,
+                    losses=losses, start=start, save_every=config.save_every, checkpoint=checkpoint,
+                    stop_at=stop_at, time_limit_s=time_limit_s)
     motion_unet.eval().requires_grad_(False)
     if config.out:
         if config.design == "animatediff" and not str(config.out).endswith(".safetensors"):
@@ -445,14 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         joint_images=args.joint_images,
         world=args.world,
     )
-    try:
-        result = train(config, time_limit_s=args.time_limit)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.log:
-        Path(args.log).write_text(json.dumps({"config": dataclasses.asdict(config), "losses": result["losses"]}))
-    return 0
-
+    return run_training(parser, train, config, time_limit_s=args.time_limit, log=args.log)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -352,3 +352,19 @@ def test_a_folder_config_sets_the_frames_and_size_its_pipeline_defaults_to(folde
         assert prepare_recipe(models.peek(str(folders["cogvideox"])), Recipe(method="video")).num_frames == 17
     finally:
         (folders["cogvideox"] / "zeroshot.json").unlink()
+
+
+@pytest.mark.parametrize("name", ["cogvideox", "wan"])
+def test_a_noise_prior_and_windows_run_on_latent_frames(folders, name):
+    """Time-compressed families: 17 frames are 5 latent frames; a prior and windows act on those."""
+    from dataclasses import replace
+
+    from zeroshot.recipe import Noise, Windows
+
+    model = models.load(str(folders[name]))
+    recipe = Recipe(method="video", num_frames=17, height=32, width=32, num_inference_steps=2,
+                    noise=Noise(prior="progressive"))
+    plain = generate(model, "a red cat", recipe, progress=False)
+    windowed = generate(model, "a red cat", replace(recipe, windows=Windows(length=3, stride=2)), progress=False)
+    assert plain.latents.shape[2] == 5 and windowed.frames.shape == (1, 17, 3, 32, 32)
+    assert torch.isfinite(windowed.frames).all() and (windowed.frames - plain.frames).abs().max() > 1e-4

@@ -396,6 +396,24 @@ def t2v_zero_reference_noise(num_frames: int, channels: int, height: int, width:
     return latents, renoise_noise
 
 
+def tiny_t5(model_class, config_class, tokenizer):
+    """A one-layer T5-family text encoder (T5, UMT5) over `tokenizer`'s vocabulary."""
+    return model_class(
+        config_class(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=1,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def build_cogvideox_folder(
     directory,
     *,
@@ -455,20 +473,7 @@ def build_cogvideox_folder(
                 norm_num_groups=2,
                 temporal_compression_ratio=4,
             )
-            text_encoder = T5EncoderModel(
-                T5Config(
-                    vocab_size=len(tokenizer),
-                    d_model=32,
-                    d_kv=8,
-                    d_ff=37,
-                    num_layers=1,
-                    num_heads=4,
-                    relative_attention_num_buckets=8,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    decoder_start_token_id=tokenizer.pad_token_id,
-                )
-            )
+            text_encoder = tiny_t5(T5EncoderModel, T5Config, tokenizer)
             return transformer.eval(), vae.eval(), text_encoder.eval()
 
         transformer, vae, text_encoder = _seeded(seed, modules)
@@ -541,20 +546,7 @@ def build_wan_folder(directory, *, seed: int = 0, scheduler: str = "unipc") -> P
                 latents_mean=[0.1, -0.2, 0.3, -0.4],
                 latents_std=[1.5, 0.8, 2.0, 1.2],
             )
-            text_encoder = UMT5EncoderModel(
-                UMT5Config(
-                    vocab_size=len(tokenizer),
-                    d_model=32,
-                    d_kv=8,
-                    d_ff=37,
-                    num_layers=1,
-                    num_heads=4,
-                    relative_attention_num_buckets=8,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    decoder_start_token_id=tokenizer.pad_token_id,
-                )
-            )
+            text_encoder = tiny_t5(UMT5EncoderModel, UMT5Config, tokenizer)
             return transformer.eval(), vae.eval(), text_encoder.eval()
 
         transformer, vae, text_encoder = _seeded(seed, modules)

@@ -387,3 +387,18 @@ def test_save_result_streams_chunks_like_frames(tmp_path):
     with pytest.raises(RuntimeError, match="decoder died"):
         io.save_result(chunked, tmp_path / "failed.mp4", chunks=failing())
     assert not list(tmp_path.glob("failed*")) and no_temps(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.gif", "clip.png"])
+def test_video_files_round_trip_atomically(tmp_path, name):
+    """`read_video_files` then `write_video_files` elsewhere: the same video, bytes and frames;
+    a bad payload leaves nothing behind."""
+    first = io.write_video(smooth_video(3), tmp_path / "a" / name)
+    files = io.read_video_files(first)
+    copy = io.write_video_files(files, tmp_path / "b" / name)
+    assert io.video_digest(copy) == io.video_digest(first)
+    assert torch.equal(io.read_video(copy), io.read_video(first))
+    bad = {"x.txt": b""} if name.endswith(".png") else {"a": b"", "b": b""}
+    with pytest.raises(ValueError):
+        io.write_video_files(bad, tmp_path / "c" / name)
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())

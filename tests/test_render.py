@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from zeroshot import io, render
 from zeroshot.cli import render as render_cli
@@ -196,6 +197,44 @@ def test_render_writes_every_video_record_and_manifest_line(local_render, tiny_s
         assert record["model_id"] == str(tiny_sd) and record["num_frames"] == 8
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "png"])
+def test_render_streams_the_video_that_whole_frames_make(local_render, tiny_sd, tmp_path, monkeypatch, fmt):
+    """Workers decode in chunks into the encoder and send back only the encoded file: the
+    rendered video is the one `write_video` makes from the whole decoded frames (same bytes,
+    same frames), and no decoded video crosses to the driver."""
+    from zeroshot import generate as gen
+    from zeroshot import models
+
+    jobs, out, _ = local_render
+    job = jobs[0]
+    model = models.load(str(tiny_sd))
+    decoded = []
+    real = gen.generate
+
+    def spy(*args, **kwargs):
+        decoded.append(kwargs.get("decode", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "generate", spy)
+    payload = render.render_job(model, job, fps=8, fmt=fmt)
+    assert decoded == [False] and set(payload) == {"files", "record"}
+    assert all(isinstance(data, bytes) for data in payload["files"].values())
+    monkeypatch.undo()
+    whole = gen.generate(model, job.prompt, job.recipe, seed=job.seed, progress=False).frames[0]
+    before = io.write_video(whole, tmp_path / f"before.{fmt}", fps=8)
+    stem = render.job_stem(job, str(tiny_sd))
+    if fmt == "mp4":
+        after = out / f"{stem}.mp4"  # the module's in-process render
+    else:
+        report = render.render([job], tmp_path / "png", model=str(tiny_sd), fmt="png", progress=False)
+        assert report.ok
+        after = tmp_path / "png" / stem
+        assert io.read_record(tmp_path / "png" / f"{stem}.json")["video_sha256"] == io.video_digest(after)
+        assert not [p for p in (tmp_path / "png").iterdir() if p.name.startswith(".")]  # no temporaries
+    assert io.read_video_files(after) == io.read_video_files(before)
+    assert torch.equal(io.read_video(after), io.read_video(before))
+
+
 def test_second_run_renders_nothing_and_loads_no_model(local_render, tiny_sd, monkeypatch):
     jobs, out, _ = local_render
     before = (out / render.MANIFEST).read_bytes()
@@ -234,11 +273,11 @@ def test_failing_job_is_retried_then_reported(tiny_sd, tmp_path, monkeypatch):
     calls: dict[str, int] = {}
     real = render.render_job
 
-    def flaky(model, job):
+    def flaky(model, job, **kwargs):
         calls[job.prompt] = calls.get(job.prompt, 0) + 1
         if job.prompt == "a cat" or (job.prompt == "a dog" and calls[job.prompt] == 1):
             raise RuntimeError(f"boom {job.prompt}\nsecond line")
-        return real(model, job)
+        return real(model, job, **kwargs)
 
     monkeypatch.setattr(render, "render_job", flaky)
     preset = preset_file(tmp_path, ["a cat", "a dog", "a car"])

@@ -425,6 +425,41 @@ class VideoStream:
             self.abort()
 
 
+def read_video_files(path: str | os.PathLike) -> dict[str, bytes]:
+    """The encoded bytes of a written video, to send elsewhere: `{"": bytes}` for a file
+    (mp4, gif), `{frame name: bytes}` for a PNG folder. `write_video_files` writes them back."""
+    target = video_target(Path(path))
+    if not target.is_dir():
+        return {"": target.read_bytes()}
+    return {p.name: p.read_bytes() for p in sorted(target.iterdir()) if p.suffix.lower() == ".png" and p.stem.isdigit()}
+
+
+def write_video_files(files: dict[str, bytes], path: str | os.PathLike) -> Path:
+    """Write a video's encoded bytes (`read_video_files`) to `path` atomically; returns what
+    was written (a PNG folder appears whole, as `write_video`'s does)."""
+    path = check_output_path(path)
+    target = video_target(path)
+    if video_format(path) != "png":
+        if set(files) != {""}:
+            raise ValueError(f"{str(path)!r}: expected one file's bytes, got {len(files)} files")
+        return write_bytes_atomic(target, files[""])
+    if not files or any(not re.fullmatch(r"\d+\.png", name) for name in files):
+        raise ValueError(f"{str(path)!r}: expected numbered PNG frames, got {sorted(files)[:3]}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(target)
+    try:
+        tmp.mkdir()
+        for name, data in files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        _replace_dir(tmp, target)
+    finally:
+        _remove(tmp)
+    return target
+
+
 def _read_mp4(path: Path) -> np.ndarray:
     import imageio_ffmpeg
 
@@ -677,6 +712,7 @@ __all__ = [
     "read_lines",
     "read_record",
     "read_video",
+    "read_video_files",
     "record_path",
     "save_result",
     "slugify",
@@ -688,4 +724,5 @@ __all__ = [
     "write_bytes_atomic",
     "write_record",
     "write_video",
+    "write_video_files",
 ]

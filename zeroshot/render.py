@@ -17,8 +17,10 @@ optional `[[jobs]]`:
 `render()` writes `<out>/<stem>.mp4` + `<stem>.json` per job, stems from
 `zeroshot.io.output_stem` (prompt slug, seed, hash of prompt, recipe and model), and one
 line per finished job in `<out>/manifest.jsonl`. A job whose video and record exist and
-are valid is skipped, so an interrupted render resumes where it stopped. Workers only
-compute frames; the driver writes every file, so Ray workers on other machines need no
+are valid is skipped, so an interrupted render resumes where it stopped. Workers decode
+each video in chunks straight into its encoder (a temporary folder of their own, so the
+decoded video is never held whole) and send back only the encoded file and its record; the
+driver writes every file in the output folder, so Ray workers on other machines need no
 shared folder.
 """
 
@@ -227,14 +229,24 @@ def load_model(spec: ModelSpec, device: str | None = None):
     return spec.load(device)
 
 
-def render_job(model, job: Job) -> dict:
-    """Generate one job: its frames as uint8 `(n, f, 3, H, W)` and one record per video."""
-    from zeroshot.generate import generate
+def render_job(model, job: Job, *, fps: float = 8, fmt: str = "mp4") -> dict:
+    """Generate one job's video, decoded chunk by chunk (`generate.decode_chunks`) into its
+    encoder in a temporary folder of this process, so the decoded video is never held whole.
 
-    result = generate(model, job.prompt, job.recipe, seed=job.seed, progress=False)
-    frames = (result.frames.clamp(0, 1) * 255).round().to(torch.uint8)  # n f 3 H W
-    records = [io.make_record(result, index=i) for i in range(frames.shape[0])]
-    return {"frames": frames, "records": records}
+    Returns `{"files": ..., "record": ...}`: the encoded video's bytes (`io.read_video_files`)
+    and its record (`io.make_record`, with `video_sha256` and `fps`), for the driver to write.
+    """
+    import tempfile
+
+    from zeroshot.generate import decode_chunks, generate
+
+    result = generate(model, job.prompt, job.recipe, seed=job.seed, progress=False, decode=False)
+    if result.latents.shape[0] != 1:
+        raise ValueError(f"a render job makes one video, got {result.latents.shape[0]}")
+    with tempfile.TemporaryDirectory(prefix="zeroshot-render-") as folder:
+        chunks = decode_chunks(model, result.latents, result.recipe)
+        (video,) = io.save_result(result, Path(folder) / f"video.{fmt}", fps=fps, chunks=chunks)
+        return {"files": io.read_video_files(video), "record": io.read_record(io.record_path(video))}
 
 
 class Worker:
@@ -243,8 +255,8 @@ class Worker:
     def __init__(self, spec: ModelSpec, device: str | None = None):
         self.model = load_model(spec, device)
 
-    def run(self, job: Job) -> dict:
-        return render_job(self.model, job)
+    def run(self, job: Job, fps: float = 8, fmt: str = "mp4") -> dict:
+        return render_job(self.model, job, fps=fps, fmt=fmt)
 
 
 _PROCESS_WORKER: Worker | None = None
@@ -257,12 +269,12 @@ def _process_init(spec: ModelSpec, devices) -> None:
     _PROCESS_WORKER = Worker(spec, device)
 
 
-def _process_run(job: Job) -> dict:
-    return _PROCESS_WORKER.run(job)
+def _process_run(job: Job, fps: float, fmt: str) -> dict:
+    return _PROCESS_WORKER.run(job, fps, fmt)
 
 
 # ---------------------------------------------------------------------------------------
-# executors: submit(job) -> Future, release(future), close()
+# executors: submit(job, fps, fmt) -> Future, release(future), close()
 
 
 class _InProcess:
@@ -273,10 +285,10 @@ class _InProcess:
     def __init__(self, spec: ModelSpec):
         self.worker = Worker(spec)
 
-    def submit(self, job: Job) -> cf.Future:
+    def submit(self, job: Job, fps: float, fmt: str) -> cf.Future:
         fut: cf.Future = cf.Future()
         try:
-            fut.set_result(self.worker.run(job))
+            fut.set_result(self.worker.run(job, fps, fmt))
         except Exception as exc:  # reported per job by the driver
             fut.set_exception(exc)
         return fut
@@ -314,9 +326,9 @@ class _Processes:
             max_workers=self.capacity, mp_context=ctx, initializer=_process_init, initargs=(self.spec, devices),
         )
 
-    def submit(self, job: Job) -> cf.Future:
+    def submit(self, job: Job, fps: float, fmt: str) -> cf.Future:
         try:
-            fut = self.pool.submit(_process_run, job)
+            fut = self.pool.submit(_process_run, job, fps, fmt)
         except BrokenProcessPool as exc:
             fut = cf.Future()
             fut.set_exception(exc)
@@ -353,9 +365,9 @@ class _Ray:
         self.capacity = workers
         self.busy: dict[cf.Future, Any] = {}
 
-    def submit(self, job: Job) -> cf.Future:
+    def submit(self, job: Job, fps: float, fmt: str) -> cf.Future:
         actor = self.idle.popleft()
-        fut = actor.run.remote(job).future()
+        fut = actor.run.remote(job, fps, fmt).future()
         self.busy[fut] = actor
         return fut
 
@@ -465,7 +477,8 @@ def render(
     """Render `jobs` into `out_dir`; skip jobs already done; retry failures `retries` times.
 
     The model is loaded once per worker, and only if some job is left to render. Workers
-    return frames; this process writes each video, then its record, then its manifest
+    stream each video's decoded chunks into its encoder and return the encoded file (never
+    the decoded frames); this process writes each video, then its record, then its manifest
     line, each atomically, so a killed render resumes cleanly. `executor="ray"` runs one
     actor per worker on the Ray cluster at `address` (default: a local instance, or the
     one already initialised in this process).
@@ -523,7 +536,7 @@ def render(
         while queue or running:
             while queue and len(running) < pool.capacity:
                 stem, attempt = queue.popleft()
-                running[pool.submit(todo[stem])] = (stem, attempt, time.monotonic())
+                running[pool.submit(todo[stem], fps, fmt)] = (stem, attempt, time.monotonic())
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in done:
                 stem, attempt, start = running.pop(fut)
@@ -554,11 +567,9 @@ def render(
 
 def _write_outputs(payload: dict, video: Path, stem: str, fps: float, manifest: Path, **extra) -> None:
     """Video, then record, then manifest line: a record means a whole video."""
-    frames, records = payload["frames"], payload["records"]
-    if frames.shape[0] != 1:
-        raise ValueError(f"a render job makes one video, got {frames.shape[0]}")
-    written = io.write_video(frames[0], video, fps=fps)
-    record = {**records[0], "stem": stem, "video": written.name, "video_sha256": io.video_digest(written), "fps": fps}
+    written = io.write_video_files(payload["files"], video)
+    record = {**payload["record"], "stem": stem, "video": written.name, "video_sha256": io.video_digest(written),
+              "fps": fps}
     io.write_record(io.record_path(video), record)
     io.append_line(manifest, _manifest_line(stem, written, record, **extra))
 

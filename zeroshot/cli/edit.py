@@ -89,7 +89,7 @@ def run_edit(args: argparse.Namespace) -> int:
     """Run `zeroshot edit`: check every input, then load the model, edit and save."""
     from zeroshot import io, models
     from zeroshot.control import read_input_video
-    from zeroshot.generate import generate, prepare_recipe
+    from zeroshot.generate import decode_chunks, generate, prepare_recipe
 
     frames = read_input_video(args.video, "video")
     spec = model_spec(args)
@@ -103,8 +103,9 @@ def run_edit(args: argparse.Namespace) -> int:
     io.check_output_path(out)
 
     model = spec.load()
-    result = generate(model, args.prompt, recipe, seed=args.seed, progress=not args.quiet)
-    for path in io.save_result(result, out, fps=args.fps):
+    # frames are decoded as they are written, as generate's are
+    result = generate(model, args.prompt, recipe, seed=args.seed, progress=not args.quiet, decode=False)
+    for path in io.save_result(result, out, fps=args.fps, chunks=decode_chunks(model, result.latents, result.recipe)):
         print(path)
     return 0
 

@@ -167,7 +167,7 @@ def test_every_recipe_flag_reaches_the_recipe_and_the_video(tiny_sd, tiny_model,
             "--steps", "4", "--guidance", "2.5", "--height", "32", "--width", "24", "--negative-prompt", "a blue dog",
             "--eta", "0.5", "--scheduler", "ddpm", "--seed", "5", "--num-videos", "2", "--motion", "2,-1",
             "--zoom", "1.1", "--rotate", "5", "--smooth-bg", "0.4", "--noise", "mixed", "--noise-alpha", "0.5",
-            "--freeinit", "2", "--device", "cpu", "--dtype", "float32", "--quiet", "--out", str(out)]
+            "--freeinit", "2", "--step-cache", "2", "--token-merge", "0.3", "--device", "cpu", "--dtype", "float32", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     records = _records(tmp_path, "clip")
     r = records[0]["recipe"]
@@ -176,6 +176,7 @@ def test_every_recipe_flag_reaches_the_recipe_and_the_video(tiny_sd, tiny_model,
     assert (r["motion"]["translate"], r["motion"]["zoom"], r["motion"]["rotate"]) == ([2.0, -1.0], 1.1, 5.0)
     assert r["smoothing"]["strength"] == 0.4 and r["freeinit"]["iterations"] == 2
     assert (r["noise"]["prior"], r["noise"]["alpha"]) == ("mixed", 0.5)
+    assert r["step_cache"]["interval"] == 2 and r["token_merge"]["ratio"] == 0.3
     assert [(rec["seed"], rec["video_index"], rec["num_videos"]) for rec in records] == [(5, 0, 2), (5, 1, 2)]
     assert records[1]["recipe"] == r
     again = generate(tiny_model, "a red cat", recipe_from_dict(r), seed=5, num_videos=2, progress=False)
@@ -184,6 +185,30 @@ def test_every_recipe_flag_reaches_the_recipe_and_the_video(tiny_sd, tiny_model,
         assert written.shape == (3, 3, 32, 24)
         assert (written - again.frames[i]).abs().max() <= 0.5 / 255 + 1e-6
     assert (again.frames[0] - again.frames[1]).abs().max() > 1e-3  # two videos, not one twice
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--step-cache", "0"], "--step-cache must be an interval of >= 1 steps"),
+    (["--step-cache", "-3"], "--step-cache must be an interval of >= 1 steps"),
+    (["--token-merge", "1"], "--token-merge must be a ratio in [0, 1)"),
+    (["--token-merge", "-0.1"], "--token-merge must be a ratio in [0, 1)"),
+    (["--step-cache", "two"], "expected an integer"),
+])
+def test_speed_flags_bad_values_are_one_line_before_work(tmp_path, capsys, monkeypatch, flags, needle):
+    from zeroshot import models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("no model may load for a bad flag")
+
+    monkeypatch.setattr(models, "load", no_model)
+    try:
+        rc = main(["generate", "a red cat", *flags, "--out", str(tmp_path / "o.mp4")])
+    except SystemExit as exc:  # argparse's own refusal of a non-number
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and needle in err[-1] and not list(tmp_path.iterdir())
+    if flags[1] != "two":
+        assert len(err) == 1
 
 
 @pytest.mark.parametrize("flags,part,expected", [

@@ -47,6 +47,12 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--prompt-at", action="append", default=[], metavar="FRAME:PROMPT",
                    help="prompt travel: a prompt pinned to a frame (repeatable); text interpolated between")
     p.add_argument("--chunk", type=int_arg, metavar="N", help="frames per UNet call (memory flat in length)")
+    p.add_argument("--step-cache", type=int_arg, metavar="N",
+                   help="DeepCache-style step caching: the whole UNet runs every N steps, the steps between "
+                        "reuse its deep features (UNet models; 1 = off; docs/speed.md)")
+    p.add_argument("--token-merge", type=float_arg, metavar="R",
+                   help="token merging (ToMe for SD): spatial self-attention on R fewer tokens, 0 <= R < 1 "
+                        "(0 = off; docs/speed.md)")
     p.add_argument("--noise-alpha", type=float_arg)
     p.add_argument("--degradation", type=float_arg, metavar="D",
                    help="--noise flow-warped: share of fresh noise blended in, 0..1 (default 0)")
@@ -115,6 +121,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
         "noise.prior": args.noise,
         "prompt_at": args.prompt_at or None,
         "chunks.size": args.chunk,
+        "step_cache.interval": args.step_cache,
+        "token_merge.ratio": args.token_merge,
         "noise.alpha": args.noise_alpha,
         "freeinit.iterations": args.freeinit,
         "smoothing.strength": args.smooth_bg,
@@ -155,6 +163,14 @@ def build_recipe(args: argparse.Namespace, family=None):
     return recipe
 
 
+def check_speed_flags(args: argparse.Namespace) -> None:
+    """One line for a bad --step-cache or --token-merge (before any model work)."""
+    if args.step_cache is not None and args.step_cache < 1:
+        raise CliError(f"--step-cache must be an interval of >= 1 steps (1 = off), got {args.step_cache}")
+    if args.token_merge is not None and not 0.0 <= args.token_merge < 1.0:
+        raise CliError(f"--token-merge must be a ratio in [0, 1) (0 = off), got {args.token_merge:g}")
+
+
 def run_generate(args: argparse.Namespace) -> int:
     """Run `zeroshot generate`: check every input, then load the model, generate and save."""
     from zeroshot import io, models
@@ -168,6 +184,7 @@ def run_generate(args: argparse.Namespace) -> int:
         io.check_output_path(args.out)
     if args.num_videos < 1:
         raise CliError(f"--num-videos must be >= 1, got {args.num_videos}")
+    check_speed_flags(args)
     # Check the recipe against the model's defaults and family before loading weights.
     resolved = prepare_recipe(card, recipe, args.prompt)
     out = Path(args.out) if args.out else Path("out") / f"{io.output_stem(args.prompt, args.seed, resolved)}.mp4"
@@ -196,6 +213,7 @@ __all__ = [
     "add_generate_parser",
     "add_methods_parser",
     "build_recipe",
+    "check_speed_flags",
     "control_overrides",
     "run_generate",
     "run_methods",

@@ -188,7 +188,7 @@ def test_what_svd_cannot_take_is_one_line(svd_model, image, change, needle):
 
 
 def test_text_families_refuse_an_image_and_svd_settings(tiny_model, image):
-    for change, needle in ((dict(image=image), "generate from text"), (dict(svd=SVDSettings()), "settings of svd")):
+    for change, needle in ((dict(image=image), "frame 0 of T2V-Zero's motion"), (dict(svd=SVDSettings()), "settings of svd")):
         with pytest.raises(RecipeError, match=needle):
             prepare_recipe(tiny_model, replace(Recipe(method="t2i", **SMALL), **change))
 
@@ -234,9 +234,10 @@ def test_cli_refuses_bad_svd_input_before_loading(svd_folder, image, tmp_path, c
 def test_cli_refuses_an_image_for_a_text_family(tiny_sd, image, tmp_path, capsys, no_loading):
     from zeroshot.cli import main
 
-    rc = main(["generate", "a red cat", "--model", str(tiny_sd), "--image", image, "--out", str(tmp_path / "o.mp4")])
+    rc = main(["generate", "a red cat", "--model", str(tiny_sd), "--method", "t2i", "--image", image,
+               "--out", str(tmp_path / "o.mp4")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "generate from text" in err and len(err.splitlines()) == 1
+    assert rc == 2 and "--method t2v-zero" in err and len(err.splitlines()) == 1
 
 
 def test_cli_generates_from_an_image(svd_folder, image, tmp_path):

@@ -120,12 +120,15 @@ def denoise(
     noise_fn: NoiseFn | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     progress=None,
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Denoise `latents` over `timesteps` (a contiguous slice of `scheduler.timesteps`).
 
     The scheduler must have had `set_timesteps` called; it is not modified (a copy runs,
     so stateful multistep schedulers can restart at any slice). `callback(i, t, latents)`
-    runs after every step with `i` the index into the full schedule.
+    runs after every step with `i` the index into the full schedule. `after_step(i, latents)`
+    returns the latents the next step starts from (before the callback sees them), e.g. with a
+    frame replaced (T2V-Zero from an image).
     """
     if len(timesteps) == 0:
         return latents
@@ -137,6 +140,8 @@ def denoise(
         x_in = sched.scale_model_input(latents, t) if hasattr(sched, "scale_model_input") else latents
         eps = eps_fn(x_in, t)
         latents = step(sched, eps, t, latents, eta=eta, generator=generator, noise_fn=noise_fn)
+        if after_step is not None:
+            latents = after_step(begin + j, latents)
         if callback is not None:
             callback(begin + j, t, latents)
         if progress is not None:

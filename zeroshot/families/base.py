@@ -277,9 +277,12 @@ def family_recipe(family, recipe):
     in and checked (`family.prepare_recipe`, when it has one), and the inputs it cannot take
     refused in one line (RecipeError): an image for a text-only family, another family's part,
     an input video without an edit for a family not conditioned on one."""
-    if recipe.image is not None and not takes_image(family):
+    from zeroshot.techniques.t2v_zero import IMAGE_FAMILIES
+
+    if recipe.image is not None and not takes_image(family) and family.family not in IMAGE_FAMILIES:
         raise RecipeError(
-            f"image: {family.family} models generate from text; an input image needs an image-to-video model (svd)"
+            f"image: {family.family} models generate from text; an input image needs an image-to-video model (svd) "
+            f"or, on {'/'.join(IMAGE_FAMILIES)} models, --method t2v-zero"
         )
     for part in FAMILY_PARTS:
         if getattr(recipe, part) is not None and family.family != part:

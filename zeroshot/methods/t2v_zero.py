@@ -13,13 +13,20 @@ both deliberate: motion is in output pixels per frame with +x right and +y down 
 alphabar ratio (theirs multiplies `alphas[t0:t1]`, one index off). The warp samples at
 pixel centres (theirs is offset by half a 512-px pixel); nearest sampling rounds ties
 down, so the same integer cells are picked and the warps agree exactly.
+
+From an image (`image_latents`, the Motion-I2V / DragNUWA use case): frame 0 is not denoised
+from noise; its latent at T' is the image's clean latent noised to T' (the forward process with
+frame 0's initial noise), warped and re-noised to T for the other frames as above, and at every
+step of the last pass frame 0 is replaced by the image latent noised to that step's timestep
+(the clean image latent after the last step), so frame 0 decodes to the image (up to the VAE)
+and cross-frame attention anchors every frame on it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from zeroshot.sampling import EpsFn, NoiseFn, denoise, renoise
+from zeroshot.sampling import EpsFn, NoiseFn, denoise, init_noise_sigma, renoise
 
 
 def warp_indices(num_steps: int, t0: int, t1: int) -> tuple[int, int]:
@@ -39,6 +46,15 @@ def motion_latents(
     return warp_fn(x_prime.expand(b, c, num_frames, h, w))
 
 
+def noised(scheduler, x0: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
+    """Clean latents `x0` at timestep `t` with unit noise `eps`: sqrt(abar) x0 + sqrt(1 - abar) eps
+    (DDPM's forward process), divided by sqrt(abar) for schedulers whose latents carry
+    sigma-scaled noise (Euler: x0 + sigma eps, `init_noise_sigma` > 1)."""
+    abar = float(scheduler.alphas_cumprod.to(torch.float64)[int(t)])
+    x = (abar**0.5) * x0 + ((1 - abar) ** 0.5) * eps
+    return x / abar**0.5 if init_noise_sigma(scheduler) > 1.0 else x
+
+
 def sample(
     eps_fn: EpsFn,
     scheduler,
@@ -54,6 +70,7 @@ def sample(
     callback=None,
     progress=None,
     before_final=None,
+    image_latents: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Text2Video-Zero sampling; returns clean latents `(b, c, f, h, w)`.
 
@@ -61,12 +78,17 @@ def sample(
     frame 0 is used. warp_fn: warps `(b, c, f, h, w)` by the motion field (identity for
     frame 0). renoise_noise: the noise of the T' -> T jump (drawn if None).
     before_final: optional `fn(x_T) -> x_T` applied before the last denoising pass
-    (background smoothing hooks in here).
+    (background smoothing hooks in here). image_latents: clean latents `(b, c, 1, h, w)` of an
+    input image that frame 0 is held to (see the module docstring).
     """
     b, c, f, h, w = noise.shape
     timesteps = scheduler.timesteps
     i_T, i_Tp = warp_indices(len(timesteps), t0, t1)
     kw = dict(eta=eta, generator=generator, noise_fn=noise_fn, callback=callback, progress=progress)
+    if image_latents is not None:
+        return _sample_from_image(
+            eps_fn, scheduler, noise, image_latents, i_T, i_Tp, warp_fn, renoise_noise, before_final, kw
+        )
     x1_T = denoise(eps_fn, scheduler, noise[:, :, :1], timesteps[:i_T], **kw)
     if f > 1:
         x1_Tp = denoise(eps_fn, scheduler, x1_T, timesteps[i_T:i_Tp], **kw)
@@ -85,3 +107,35 @@ def sample(
     if before_final is not None:
         x_T = before_final(x_T)
     return denoise(eps_fn, scheduler, x_T, timesteps[i_T:], **kw)
+
+
+def _sample_from_image(eps_fn, scheduler, noise, image_latents, i_T, i_Tp, warp_fn, renoise_noise, before_final, kw):
+    """T2V-Zero with frame 0 held to an input image (see `sample`)."""
+    b, c, f, h, w = noise.shape
+    timesteps = scheduler.timesteps
+    eps0 = noise[:, :, :1] / init_noise_sigma(scheduler)  # frame 0's unit noise  # b c 1 h w
+    x0 = image_latents.to(noise.dtype).expand(b, c, 1, h, w)
+
+    def frame0_at(i: int) -> torch.Tensor:
+        """Frame 0 at the start of schedule step `i` (clean after the last step)."""
+        return x0 if i >= len(timesteps) else noised(scheduler, x0, eps0, timesteps[i])
+
+    x_T = frame0_at(i_T)
+    if f > 1:
+        warped = motion_latents(frame0_at(i_Tp), f, warp_fn)
+        x_k_T = renoise(
+            warped[:, :, 1:],
+            timesteps[i_Tp],
+            timesteps[i_T],
+            kw["generator"],
+            alphas_cumprod=scheduler.alphas_cumprod,
+            noise=None if renoise_noise is None else renoise_noise[:, :, 1:],
+        )
+        x_T = torch.cat([x_T, x_k_T], dim=2)
+    if before_final is not None:
+        x_T = torch.cat([x_T[:, :, :1], before_final(x_T)[:, :, 1:]], dim=2)
+
+    def hold(i: int, latents: torch.Tensor) -> torch.Tensor:
+        return torch.cat([frame0_at(i + 1), latents[:, :, 1:]], dim=2)
+
+    return denoise(eps_fn, scheduler, x_T, timesteps[i_T:], after_step=hold, **kw)

@@ -1,7 +1,11 @@
 """Text2Video-Zero's motion dynamics (`recipe.motion`): frame 0 is denoised to T', copied,
 warped by the motion field and re-noised to T; then all frames are denoised
 (zeroshot.methods.t2v_zero). Any family with one latent frame per video frame takes it; the
-scheduler must restart mid-schedule and know `alphas_cumprod` (the re-noising)."""
+scheduler must restart mid-schedule and know `alphas_cumprod` (the re-noising).
+
+With an input image (`recipe.image`) on an image model (`IMAGE_FAMILIES`), the image is
+frame 0: it is resized to the recipe's size, encoded by the VAE (the posterior's mean, scaled)
+and frame 0 is held to it while the others follow the motion (methods.t2v_zero.sample)."""
 
 from __future__ import annotations
 
@@ -12,8 +16,17 @@ from zeroshot.recipe import RecipeError, scaled_warp_steps
 from zeroshot.sampling import SCHEDULER_CLASSES, init_noise_sigma, make_scheduler
 
 
+#: Text-to-image families whose input image becomes frame 0 of the motion (one VAE latent per frame).
+IMAGE_FAMILIES = ("sd", "sdxl")
+
+
 def check(recipe, family) -> None:
     m = recipe.motion
+    if recipe.image is not None and family.family in IMAGE_FAMILIES and (m is None or not m.dynamics):
+        raise RecipeError(
+            f"image: on {family.family} models the input image becomes frame 0 of T2V-Zero's motion; "
+            "use --method t2v-zero (motion dynamics on, e.g. --motion X,Y)"
+        )
     if m is None or not m.dynamics:  # without dynamics the request only drives flow-warped noise
         return
     if getattr(family, "continuous_timesteps", False):
@@ -87,6 +100,8 @@ def apply(run) -> None:
         m = run.model
         run.renoise_noise = priors.sample(recipe.noise, run.shape, run.generator, device=m.device, dtype=m.dtype)
 
+    image_latents = encode_image(run) if recipe.image is not None else None
+
     def sample(latents: torch.Tensor, num_steps: int) -> torch.Tensor:
         scheduler = run.new_scheduler(num_steps)
         t0, t1 = warp_steps(recipe, num_steps)
@@ -103,10 +118,36 @@ def apply(run) -> None:
             warp_fn=warp,
             renoise_noise=run.renoise_noise,
             before_final=before_final,
+            image_latents=image_latents,
             **run.step_kwargs(),
         )
 
     run.sample = sample
+
+
+def image_frame(recipe) -> torch.Tensor:
+    """The input image as one frame `(1, 3, H, W)` in [0, 1], resized (bicubic) to the recipe's
+    height and width when its size differs (the aspect ratio is not kept)."""
+    import numpy as np
+    from PIL import Image
+
+    from zeroshot.families.base import open_image
+
+    image = open_image(recipe.image)
+    if image.size != (recipe.width, recipe.height):
+        image = image.resize((recipe.width, recipe.height), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def encode_image(run) -> torch.Tensor:
+    """Frame 0's clean latent `(1, c, 1, h, w)`: the input image encoded by the model's VAE."""
+    from zeroshot.families.sd import encode_frames
+
+    model = run.model
+    if not hasattr(model, "vae"):
+        raise RecipeError(f"image: this {type(model).__name__} has no VAE to encode the input image")
+    frame = image_frame(run.recipe).to(model.device)
+    return encode_frames(model.vae, frame[None]).to(model.dtype)  # 1 c 1 h w
 
 
 def unet_calls(recipe, num_steps: int) -> int:
@@ -116,4 +157,5 @@ def unet_calls(recipe, num_steps: int) -> int:
     t0, t1 = warp_steps(recipe, num_steps)
     i_T, i_Tp = num_steps - t1 - 1, num_steps - t0 - 1
     extra = (num_steps - i_T) if recipe.smoothing is not None else 0  # the mask pass
-    return i_Tp + (num_steps - i_T) + extra
+    first = 0 if recipe.image is not None else i_Tp  # from an image, frame 0 is not denoised
+    return first + (num_steps - i_T) + extra

@@ -137,3 +137,13 @@ def test_cli_refusals_are_one_line_exit_2(tiny_sd, image, tmp_path, capsys, extr
     err = capsys.readouterr().err.strip()
     assert rc == 2 and needle in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_sdxl_holds_frame_0_to_the_image(tmp_path, image):
+    from zeroshot import models
+    from zeroshot.testing import build_sdxl_folder
+
+    model = models.load(str(build_sdxl_folder(tmp_path / "sdxl")))
+    recipe = replace(get_method("t2v-zero"), image=image, **SMALL)
+    result = generate(model, "a red cat", recipe, seed=0, progress=False)
+    assert torch.allclose(result.frames[0, 0], reconstruction(model, result.recipe), atol=1e-4)

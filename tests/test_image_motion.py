@@ -92,7 +92,7 @@ def test_embedded_model_follows_the_translation_from_the_image(tmp_path):
     "recipe,needle",
     [
         (Recipe(method="t2i", **SMALL), "--method t2v-zero"),
-        (replace(get_method("t2v-zero"), motion=Motion(dynamics=False), **SMALL), "motion dynamics on"),
+        (replace(get_method("t2v-zero"), motion=Motion(dynamics=False), **SMALL), "dynamics"),
     ],
 )
 def test_image_without_t2v_zero_motion_is_refused(tiny_model, image, recipe, needle):

@@ -284,6 +284,13 @@ def family_recipe(family, recipe):
             f"image: {family.family} models generate from text; an input image needs an image-to-video model (svd) "
             f"or, on {'/'.join(IMAGE_FAMILIES)} models, --method t2v-zero"
         )
+    motion = recipe.motion
+    if recipe.image is not None and family.family in IMAGE_FAMILIES and (motion is None or not motion.dynamics):
+        # here, with the model's family known (validate() without one assumes sd)
+        raise RecipeError(
+            f"image: on {family.family} models the input image becomes frame 0 of T2V-Zero's motion; "
+            "use --method t2v-zero (motion dynamics on, e.g. --motion X,Y)"
+        )
     for part in FAMILY_PARTS:
         if getattr(recipe, part) is not None and family.family != part:
             from zeroshot.families import FAMILY_CLASSES

@@ -22,11 +22,6 @@ IMAGE_FAMILIES = ("sd", "sdxl")
 
 def check(recipe, family) -> None:
     m = recipe.motion
-    if recipe.image is not None and family.family in IMAGE_FAMILIES and (m is None or not m.dynamics):
-        raise RecipeError(
-            f"image: on {family.family} models the input image becomes frame 0 of T2V-Zero's motion; "
-            "use --method t2v-zero (motion dynamics on, e.g. --motion X,Y)"
-        )
     if m is None or not m.dynamics:  # without dynamics the request only drives flow-warped noise
         return
     if getattr(family, "continuous_timesteps", False):

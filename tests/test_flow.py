@@ -20,7 +20,7 @@ from zeroshot.motion import (
     Translation,
     field_from_recipe,
 )
-from zeroshot.recipe import Motion, Noise, Recipe, RecipeError, apply_override, get_method
+from zeroshot.recipe import Motion, Recipe, RecipeError, apply_override, get_method
 
 # ---------------------------------------------------------------------------------------
 # flow-warped noise: statistics

@@ -16,7 +16,7 @@ from zeroshot.families import Pix2Pix
 from zeroshot.families.base import Cond, guided
 from zeroshot.generate import generate
 from zeroshot.io import read_video
-from zeroshot.recipe import CrossFrame, Noise
+from zeroshot.recipe import Noise
 from zeroshot.recipe import Pix2Pix as Settings
 from zeroshot.recipe import Recipe, RecipeError, get_method
 

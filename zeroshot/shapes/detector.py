@@ -263,7 +263,8 @@ PATTERN_MIN_FRACTION = 0.1
 _FAR = 0.1
 #: A pattern is accepted when the shade coverage of the background pixels varies (standard
 #: deviation at least `PATTERN_MIN_STD`; a drawn pattern's is 0.4-0.5) and its Fourier
-#: model explains at least `PATTERN_MIN_R2` of that variance; otherwise the frame is plain.
+#: model explains at least `PATTERN_MIN_R2` of that variance; a varying coverage that fits
+#: no lattice is still a pattern, of a kind read from its structure (`pattern_kind`).
 PATTERN_MIN_STD = 0.1
 PATTERN_MIN_R2 = 0.5
 #: Grid patterns (checkered, dotted) have a second peak at 90 degrees from the strongest of
@@ -271,6 +272,10 @@ PATTERN_MIN_R2 = 0.5
 GRID_MIN_POWER = 0.2
 #: Mean shade coverage separating dotted (0.28) from checkered (0.5) backgrounds.
 DOTTED_MAX_MEAN = 0.39
+#: A background whose shade varies but fits no exact lattice (a generated, imperfect
+#: pattern) is striped when the orientation coherence of its shade-coverage gradients
+#: (structure tensor, 0 isotropic .. 1 one orientation) is at least this; else a grid.
+STRIPE_MIN_COHERENCE = 0.5
 #: Blur (Gaussian sigma, px) tried when the fitted pattern is matched to the frame.
 _BLUR_SIGMAS = (0.0, 0.5, 0.8, 1.1, 1.5, 2.0, 2.7)
 #: Harmonics (multiples of the fundamental frequencies k1, k2 = k1 turned 90 degrees) in
@@ -320,12 +325,14 @@ class PatternFit:
 @dataclass(frozen=True)
 class _Background:
     """A patterned frame's background: colour index, shade coverage t (H, W) of every
-    pixel, the pixels that are background (`weights`) and its fitted pattern."""
+    pixel, the pixels that are background (`weights`) and its fitted pattern (None when it
+    fits no exact lattice: then only its `kind` is known, `pattern_kind`)."""
 
     index: int
     t: np.ndarray
     weights: np.ndarray
-    fit: PatternFit
+    fit: PatternFit | None
+    kind: str | None = None
 
 
 def _background(img: np.ndarray, plain: Detection, bg_ref: np.ndarray) -> _Background | None:
@@ -340,7 +347,32 @@ def _background(img: np.ndarray, plain: Detection, bg_ref: np.ndarray) -> _Backg
     t, dist = _segment_coordinates(img, _PALETTE_RGB[index], _SHADE_RGB[index])
     weights = (dist <= PATTERN_FG_THRESHOLD) & ~_keep_out(dist > PATTERN_FG_THRESHOLD)
     fit = fit_pattern(t, weights)
-    return None if fit is None else _Background(index, t, weights, fit)
+    if fit is not None:
+        return _Background(index, t, weights, fit)
+    kind = pattern_kind(t, weights)
+    return None if kind is None else _Background(index, t, weights, None, kind)
+
+
+def pattern_kind(t: np.ndarray, weights: np.ndarray) -> str | None:
+    """The kind of a background whose shade coverage t varies but fits no exact lattice
+    (`fit_pattern` refused it: a model's drawing, with wobbly stripes or uneven dots); None
+    when t does not vary. Striped when its gradients share one orientation
+    (`STRIPE_MIN_COHERENCE`), else dotted or checkered by the mean shade coverage, as
+    `pattern_parameters` tells the lattices apart. Gradients are taken inside the
+    background only (one pixel in from the object)."""
+    import cv2
+
+    if weights.sum() < 0.2 * t.size or t[weights].std() < PATTERN_MIN_STD:
+        return None
+    inner = cv2.erode(weights.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if inner.sum() < 0.1 * t.size:
+        return None
+    gy, gx = np.gradient(np.clip(t, 0.0, 1.0).astype(np.float64))
+    jxx, jyy, jxy = (gx * gx)[inner].sum(), (gy * gy)[inner].sum(), (gx * gy)[inner].sum()
+    coherence = math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / max(jxx + jyy, 1e-12)
+    if coherence >= STRIPE_MIN_COHERENCE:
+        return "striped"
+    return "dotted" if float(np.clip(t[weights], 0, 1).mean()) < DOTTED_MAX_MEAN else "checkered"
 
 
 def detect_v2(frame) -> DetectionV2:
@@ -351,7 +383,9 @@ def detect_v2(frame) -> DetectionV2:
     segment fits the pixels best (`_pattern_background`); each pixel's shade coverage t is
     its position on that segment; the object is what is far from the segment; a Fourier
     model of t on the rest (`fit_pattern`) gives the kind, orientation, period and phase
-    (`pattern_parameters`); the world's drawing of that pattern (blurred as much as the
+    (`pattern_parameters`) — or, when t varies but fits no exact lattice (a model's
+    imperfect drawing), only the kind (`pattern_kind`; angle, period and phase NaN, and the
+    background's own coverage stands for the drawing); the world's drawing of that pattern (blurred as much as the
     frame is) gives the background colour of every pixel, and the object's mask is "at
     least half way from it to the object's colour", as on plain frames.
     """
@@ -360,8 +394,12 @@ def detect_v2(frame) -> DetectionV2:
     bg = _background(img, plain, bg_ref)
     if bg is None:
         return _plain_v2(plain)
-    kind, angle, period, phase = pattern_parameters(bg.fit)
-    coverage = _drawn_coverage(kind, angle, period, phase, bg.t, bg.weights)
+    if bg.fit is None:  # a pattern of a known kind but no exact lattice: its own coverage
+        kind, angle, period, phase = bg.kind, math.nan, math.nan, (math.nan, math.nan)
+        coverage = np.clip(bg.t, 0.0, 1.0)
+    else:
+        kind, angle, period, phase = pattern_parameters(bg.fit)
+        coverage = _drawn_coverage(kind, angle, period, phase, bg.t, bg.weights)
     low, high = _PALETTE_RGB[bg.index], _SHADE_RGB[bg.index]
     local_bg = low[None, None] + coverage[..., None] * (high - low)[None, None]
     shape, fg, centroid, area, mask = _object_on(img, local_bg)
@@ -394,7 +432,7 @@ def background_shift(frame_a, frame_b) -> tuple[float, float]:
     """
     images = [to_hwc(frame_a), to_hwc(frame_b)]
     a = _background(images[0], *_detect_plain(images[0]))
-    if a is None:
+    if a is None or a.fit is None:
         return math.nan, math.nan
     index = a.index
     t, dist = _segment_coordinates(images[1], _PALETTE_RGB[index], _SHADE_RGB[index])

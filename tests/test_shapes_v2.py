@@ -286,3 +286,42 @@ def test_detector_v2_reads_the_kind_of_patterns_that_fit_no_lattice():
         if (found.pattern, found.fg, found.bg) != (kind, scene.fg, scene.bg):  # (the warp bends the object too)
             wrong.append((kind, found.pattern, found.fg, found.bg))
     assert len(wrong) <= 4, wrong  # >= 95 %
+
+
+@pytest.mark.slow
+def test_the_v2_model_ships_small_and_draws_held_out_captions_as_documented():
+    """The shipped v2 model (`--model shapes-v2`): a <= 25 MB safetensors SD folder with the v2
+    vocabulary, and 48 held-out v2 captions (plain and patterned; seeds the documented
+    measurement did not use) drawn at its stored settings, each field at least the issue's
+    target less 3 standard errors of 48 (fg/bg 95 %, shape 85 %, pattern kind 90 %; measured
+    98-100 %, docs/shapes.md)."""
+    import json
+
+    from zeroshot import models
+    from zeroshot.shapes.evaluate import eval_prompts, load_pipeline, sample
+
+    folder = models.EMBEDDED_MODELS["shapes-v2"]
+    if not (folder / "model_index.json").is_file():
+        pytest.skip("the v2 model is not in this installation")
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+    assert not [p for p in files if p.suffix in (".bin", ".ckpt", ".pt")]
+    record = json.loads((folder / "zeroshot.json").read_text())
+    assert record["vocabulary"] == list(world.VOCABULARY_V2)
+    pipe = load_pipeline(folder)
+    prompts = [p for p, _ in eval_prompts(48, 1, "v2")]
+    images = sample(pipe, prompts, [9000 + i for i in range(len(prompts))],
+                    guidance_scale=record["defaults"]["guidance_scale"],
+                    num_inference_steps=record["defaults"]["num_inference_steps"])
+    right = {"fg": 0, "bg": 0, "shape": 0, "pattern": 0}
+    for image, prompt in zip(images, prompts):
+        shape, fg, bg, pattern = world.parse_caption_v2(prompt)
+        found = detect_v2(image)
+        right["shape"] += found.shape == shape
+        right["fg"] += found.fg == fg
+        right["bg"] += found.bg == bg
+        right["pattern"] += found.pattern == pattern
+    targets = {"fg": 0.95, "bg": 0.95, "shape": 0.85, "pattern": 0.90}
+    for field, target in targets.items():
+        rate = right[field] / len(prompts)
+        assert rate >= target - 3 * math.sqrt(target * (1 - target) / len(prompts)), (field, right)

@@ -276,6 +276,7 @@ def _documented_accuracy(guidance: str = "2.0") -> tuple[dict[str, float], int]:
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "shapes.md").read_text()
+    text = text[text.index("## Measurements"):]  # the v1 model's section (v2's has its own table)
     row = next(line for line in text.splitlines() if line.startswith(f"| {guidance} |"))
     values = [float(c.strip().rstrip("%")) / 100 for c in row.strip("|").split("|")[1:]]
     images = int(re.search(r"= (\d+)\s+images", text).group(1))

@@ -202,8 +202,8 @@ def generate(
     recipe = prepare_recipe(model, recipe, prompt)
     generator = generator or torch.Generator("cpu").manual_seed(0 if seed is None else seed)
     shape = model.latent_shape(num_videos, recipe.num_frames, recipe.height, recipe.width)
-    draw = dict(device=model.device, dtype=model.dtype)
-    noise = initial_noise(recipe, shape, generator, latents=latents, renoise_noise=renoise_noise, **draw)
+    noise = initial_noise(recipe, shape, generator, latents=latents, renoise_noise=renoise_noise,
+                          device=model.device, dtype=model.dtype)
     with contextlib.ExitStack() as stack:
         run = Run(model, recipe, prompt, stack, generator, shape=shape, callback=callback, renoise_noise=renoise_noise)
         apply_all(run)

@@ -23,7 +23,6 @@ uninterrupted one would.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import shutil
@@ -40,9 +39,11 @@ from zeroshot.trained.train_motion import (
     encode_prompts,
     load_components,
     optimize,
+    resume,
     run_training,
+    save_run,
+    warmup_cosine,
 )
-from zeroshot.trained.train_motion import _save_checkpoint as save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -219,35 +220,17 @@ def train(config: TrainConfig, *, components: dict[str, Any] | None = None, prog
     controlnet = new_controlnet(unet, factor, seed=config.seed).to(device).train()
     params = [p for p in controlnet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, config.warmup))
-        * 0.5
-        * (1 + math.cos(math.pi * min(1.0, s / max(1, config.steps)))),
-    )
+    schedule = warmup_cosine(optimizer, config.warmup, config.steps)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     empty = encode_prompts(tokenizer, text_encoder, [""])  # 1 n d
-    losses: list[float] = []
-    start = 0
     ckpt_path = Path(config.checkpoint) if config.checkpoint else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["config"] != dataclasses.asdict(config):
-            logger.warning("checkpoint %s was written with another config; resuming anyway", ckpt_path)
+    state, losses, start = resume(ckpt_path, config, optimizer, schedule, generator, device)
+    if state is not None:
         controlnet.load_state_dict(state["controlnet"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"].to(generator.get_state().device))
-        losses, start = list(state["losses"]), int(state["step"])
-        logger.info("resumed from %s at step %d", ckpt_path, start)
 
     def checkpoint(step: int) -> None:
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                "config": dataclasses.asdict(config), "controlnet": controlnet.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "generator": generator.get_state(), "losses": losses, "step": step,
-            })
+        save_run(ckpt_path, config, optimizer, schedule, generator, losses, step,
+                 controlnet=controlnet.state_dict() if ckpt_path else None)
 
     bar = tqdm(batches(dataset, start, config.steps, config.batch_size), total=config.steps, initial=start,
                disable=not progress, desc="edge controlnet")

@@ -23,9 +23,7 @@ repository) and picked up on the next start; sample `i` is a pure function of (s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +35,16 @@ from zeroshot.trained import flow_adapter as fa
 from zeroshot.trained.train_motion import (
     EMBEDDED_MODEL,
     _parse_frames,
-    _save_checkpoint,
     caption_embeds,
     diffusion_loss,
     encode_prompts,
     encode_video,
     load_components,
     optimize,
+    resume,
     run_training,
+    save_run,
+    warmup_cosine,
 )
 
 logger = logging.getLogger(__name__)
@@ -194,43 +194,22 @@ def train(
     model = fa.FlowConditioned(motion_unet, adapter)
     params = list(adapter.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, config.warmup))
-        * 0.5
-        * (1 + math.cos(math.pi * min(1.0, s / max(1, config.steps)))),
-    )
+    schedule = warmup_cosine(optimizer, config.warmup, config.steps)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     empty = encode_prompts(tokenizer, text_encoder, [""])  # 1 n d
-    losses: list[float] = []
-    start = 0
     ckpt_path = Path(config.checkpoint) if config.checkpoint else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+
+    def flow_checkpoint(state):
         if state.get("kind") != "flow_adapter":
             raise ValueError(f"checkpoint {ckpt_path} is not a flow-adapter checkpoint")
-        if state["config"] != dataclasses.asdict(config):
-            logger.warning("checkpoint %s was written with another config; resuming anyway", ckpt_path)
+
+    state, losses, start = resume(ckpt_path, config, optimizer, schedule, generator, device, check=flow_checkpoint)
+    if state is not None:
         adapter.load_state_dict(state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"].to(generator.get_state().device))
-        losses, start = list(state["losses"]), int(state["step"])
-        logger.info("resumed from %s at step %d", ckpt_path, start)
 
     def checkpoint(step: int) -> None:
-        if ckpt_path is None:
-            return
-        _save_checkpoint(ckpt_path, {
-            "kind": "flow_adapter",
-            "config": dataclasses.asdict(config),
-            "adapter": {k: v.detach().clone() for k, v in adapter.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "generator": generator.get_state(),
-            "losses": losses,
-            "step": step,
-        })
+        save_run(ckpt_path, config, optimizer, schedule, generator, losses, step, kind="flow_adapter",
+                 adapter={k: v.detach().clone() for k, v in adapter.state_dict().items()})
 
     indices = range(start * config.batch_size, config.steps * config.batch_size)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,

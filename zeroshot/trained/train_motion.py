@@ -226,6 +226,45 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+def warmup_cosine(optimizer, warmup: int, steps: int):
+    """The trainers' learning-rate rule: linear warm-up over `warmup` steps, cosine to 0 at `steps`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))),
+    )
+
+
+def resume(ckpt_path: Path | None, config, optimizer, schedule, generator, device, check=None
+           ) -> tuple[dict | None, list, int]:
+    """A run's checkpoint, when there is one: `check(state)` first (a ValueError for another
+    trainer's checkpoint), then the optimizer, schedule and generator restored; returns (its
+    state, for the trainer's own weights; the losses; the step to start at), or (None, [], 0)."""
+    if ckpt_path is None or not ckpt_path.is_file():
+        return None, [], 0
+    state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if check is not None:
+        check(state)
+    if state["config"] != dataclasses.asdict(config):
+        logger.warning("checkpoint %s was written with another config; resuming anyway", ckpt_path)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    generator.set_state(state["generator"].to(generator.get_state().device))
+    logger.info("resumed from %s at step %d", ckpt_path, int(state["step"]))
+    return state, list(state["losses"]), int(state["step"])
+
+
+def save_run(ckpt_path: Path | None, config, optimizer, schedule, generator, losses: list, step: int,
+             **weights) -> None:
+    """Write a resumable checkpoint (nothing without a path): the trainer's `weights` beside
+    the config, optimizer, schedule, generator, losses and step `resume` reads back."""
+    if ckpt_path is None:
+        return
+    _save_checkpoint(ckpt_path, {
+        "config": dataclasses.asdict(config), **weights, "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(), "generator": generator.get_state(), "losses": losses, "step": step,
+    })
+
+
 def caption_embeds(tokenizer, text_encoder, captions, empty: torch.Tensor, drop_prob: float,
                    generator: torch.Generator) -> torch.Tensor:
     """Text embeddings of a batch, each caption replaced by the empty one with probability
@@ -326,47 +365,23 @@ def train(
         p.requires_grad_(True)
     motion_unet.train()
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, config.warmup))
-        * 0.5
-        * (1 + math.cos(math.pi * min(1.0, s / max(1, config.steps)))),
-    )
+    schedule = warmup_cosine(optimizer, config.warmup, config.steps)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     empty = encode_prompts(tokenizer, text_encoder, [""])  # 1 n d
-    losses: list[float] = []
-    start = 0
     ckpt_path = Path(config.checkpoint) if config.checkpoint else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        saved_design = state["config"].get("design", "animatediff")
-        if saved_design != config.design:
-            raise ValueError(f"checkpoint {ckpt_path} trains design {saved_design!r}, not {config.design!r}")
-        if state["config"] != dataclasses.asdict(config):
-            logger.warning("checkpoint %s was written with another config; resuming anyway", ckpt_path)
+
+    def same_design(state):
+        saved = state["config"].get("design", "animatediff")
+        if saved != config.design:
+            raise ValueError(f"checkpoint {ckpt_path} trains design {saved!r}, not {config.design!r}")
+
+    state, losses, start = resume(ckpt_path, config, optimizer, schedule, generator, device, check=same_design)
+    if state is not None:
         zoo.load_trainable_state(motion_unet, state["motion"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"].to(generator.get_state().device))
-        losses, start = list(state["losses"]), int(state["step"])
-        logger.info("resumed from %s at step %d", ckpt_path, start)
 
     def checkpoint(step: int) -> None:
-        if ckpt_path is None:
-            return
-        motion = zoo.trainable_state(motion_unet)
-        _save_checkpoint(
-            ckpt_path,
-            {
-                "config": dataclasses.asdict(config),
-                "motion": motion,
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "generator": generator.get_state(),
-                "losses": losses,
-                "step": step,
-            },
-        )
+        save_run(ckpt_path, config, optimizer, schedule, generator, losses, step,
+                 motion=zoo.trainable_state(motion_unet) if ckpt_path else None)
 
     loader = batches(dataset, start, config.steps, config.batch_size, config.workers)
     bar = tqdm(loader, total=config.steps, initial=start, disable=not progress, desc="motion module")

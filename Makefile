@@ -14,7 +14,7 @@ install-test:
 	$(PY) -m pip install -q -e ".[test,ray]"
 
 demo: install
-	zeroshot generate "a red circle on a blue background" --method t2v-zero --out out/demo.mp4
+	zeroshot generate "a red circle on a blue striped background" --method t2v-zero --out out/demo.mp4
 
 test: install-test
 	$(PY) -m pytest

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from zeroshot.shapes.world import render_image, sample_scene
 
     dx, dy = (float(v) for v in args.motion.split(","))
-    model = models.load()
+    model = models.load("shapes")
     rng = np.random.default_rng(args.seed)
     base = replace(get_method("t2v-zero"), num_frames=args.frames, motion=Motion(translate=(dx, dy)))
     errors, shift_errors, frame0 = [], [], []

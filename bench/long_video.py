@@ -35,7 +35,7 @@ def child(model_name: str, frames: int, chunk: int, write: bool) -> dict:
 
     recipe = replace(get_method("t2v-zero"), num_frames=frames)
     if model_name == "embedded":
-        model, prompt = models.load(), "a red circle on a blue background"
+        model, prompt = models.load("shapes"), "a red circle on a blue background"
     else:
         from zeroshot.testing import build_sd_folder
 

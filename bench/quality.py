@@ -15,6 +15,13 @@ Every variant is scored against the motion the t2v-zero recipe requests on this 
 measures. Run single-threaded:
 
     OMP_NUM_THREADS=1 python bench/quality.py --prompts 6 --seeds 2 --frames 8
+
+`--world v2` measures the v2 model (`shapes-v2`) on patterned-background captions and adds
+the background's own columns (`zeroshot.shapes.metrics.background_metrics`: the pattern
+kept across frames after compensating the camera motion the variant asks for, and how far
+the background moves), into docs/results_v2.md and `results_v2_*.png`:
+
+    OMP_NUM_THREADS=1 python bench/quality.py --world v2 --prompts 12 --seeds 2 --frames 8
 """
 
 from __future__ import annotations
@@ -69,6 +76,16 @@ COLUMNS: tuple[tuple[str, str, str, bool | None], ...] = (
     ("ssim", "ssim", "{:.3f}", True),
     ("seconds", "s/video", "{:.1f}", None),
 )
+#: World v2 adds the background's columns (NaN on plain backgrounds).
+COLUMNS_V2: tuple[tuple[str, str, str, bool | None], ...] = (
+    ("pattern_accuracy", "pattern", "{:.2f}", True),
+    ("background_correlation", "bg_corr", "{:.2f}", True),
+    ("background_identity", "bg_ident", "{:.2f}", True),
+    ("background_speed_px", "bg_px", "{:.2f}", None),
+    ("background_motion_error", "bg_err", "{:.2f}", False),
+)
+CHART_V2 = ("alignment", "size_change", "along_px", "motion_error", "background_correlation", "background_identity",
+            "background_motion_error", "flicker")
 CHART = ("alignment", "consistency", "size_change", "along_px", "motion_error", "background_change", "warp_error", "flicker")
 
 
@@ -148,12 +165,12 @@ def contact_sheet(rows: list[tuple[str, np.ndarray]], path: Path, *, min_width: 
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
-def bar_chart(summary: dict[str, dict[str, float]], keys: tuple[str, ...], path: Path) -> None:
+def bar_chart(summary: dict[str, dict[str, float]], keys: tuple[str, ...], path: Path, columns=COLUMNS) -> None:
     """PNG of horizontal bars, one panel per metric, one bar per variant."""
     import cv2
 
     names = list(summary)
-    headers = {key: (header, fmt, better) for key, header, fmt, better in COLUMNS}
+    headers = {key: (header, fmt, better) for key, header, fmt, better in columns}
     label_w, bar_w, value_w, row_h = 170, 180, 56, 13
     panel_w = label_w + bar_w + value_w
     panel_h = 20 + row_h * len(names) + 6
@@ -190,11 +207,24 @@ def bar_chart(summary: dict[str, dict[str, float]], keys: tuple[str, ...], path:
 # running
 
 
-def evaluate_variant(model, recipe: Recipe, prompts: list[str], seeds: list[int], reference_motion):
-    """Rows of metrics (one per prompt x seed) and the videos, for one recipe."""
+def camera_step(recipe: Recipe, height: int, width: int) -> tuple[float, float]:
+    """The background displacement (px/frame) a resolved recipe asks for: the mean step of
+    the image centre under its motion field (T2V-Zero's global translation), else none."""
+    if recipe.motion is None:
+        return (0.0, 0.0)
+    from zeroshot.shapes.metrics import requested_track
+
+    track = requested_track(recipe.motion, (width / 2, height / 2), recipe.num_frames, height, width)
+    step = np.diff(track, axis=0).mean(axis=0)
+    return float(step[0]), float(step[1])
+
+
+def evaluate_variant(model, recipe: Recipe, prompts: list[str], seeds: list[int], reference_motion, *, world: str = "v1"):
+    """Rows of metrics (one per prompt x seed) and the videos, for one recipe. World v2 adds
+    the background's metrics, against the camera motion the variant's own recipe asks for."""
     from zeroshot.generate import generate
     from zeroshot.metrics import video_metrics
-    from zeroshot.shapes.metrics import shapes_metrics
+    from zeroshot.shapes.metrics import background_metrics, shapes_metrics
 
     rows, videos = [], []
     for prompt in prompts:
@@ -206,15 +236,17 @@ def evaluate_variant(model, recipe: Recipe, prompts: list[str], seeds: list[int]
             row = {"prompt": prompt, "seed": seed, "seconds": seconds}
             row.update(video_metrics(frames))
             row.update(shapes_metrics(frames, prompt, motion=reference_motion))
+            if world == "v2":
+                row.update(background_metrics(frames, prompt, camera_step(result.recipe, *frames.shape[-2:])))
             rows.append(row)
             videos.append((f"{prompt}  seed {seed}", frames, result.recipe))
     return rows, videos
 
 
-def summarise(rows: list[dict]) -> dict[str, float]:
+def summarise(rows: list[dict], columns=COLUMNS) -> dict[str, float]:
     """Mean of every numeric metric over rows (NaN-aware), plus the standard errors."""
     out: dict[str, float] = {"videos": float(len(rows))}
-    for key, *_ in COLUMNS:
+    for key, *_ in columns:
         out[key], out[f"{key}_sem"] = mean_and_sem([row.get(key, np.nan) for row in rows])
     return out
 
@@ -223,12 +255,12 @@ def _cell(value: float, fmt: str) -> str:
     return "-" if not np.isfinite(value) else fmt.format(value)
 
 
-def markdown_table(summary: dict[str, dict[str, float]]) -> str:
-    header = "| variant | " + " | ".join(h for _, h, _, _ in COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
+def markdown_table(summary: dict[str, dict[str, float]], columns=COLUMNS) -> str:
+    header = "| variant | " + " | ".join(h for _, h, _, _ in columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
     lines = [header, rule]
     for name, values in summary.items():
-        cells = [_cell(values.get(key, float("nan")), fmt) for key, _, fmt, _ in COLUMNS]
+        cells = [_cell(values.get(key, float("nan")), fmt) for key, _, fmt, _ in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -321,6 +353,41 @@ def claim_checks(summary: dict[str, dict[str, float]], requested_speed: float) -
     return lines
 
 
+def background_claims(summary: dict[str, dict[str, float]], camera_px: float) -> list[str]:
+    """World v2: the paper's claims about the scene, on the background's own columns."""
+    lines = []
+
+    def pm(name: str, key: str) -> str:
+        value, sem = summary[name][key], summary[name].get(f"{key}_sem", np.nan)
+        return f"{value:.2f}" + ("" if not np.isfinite(sem) else f" ± {sem:.2f}")
+
+    def claim(text: str, a: str, b: str, key: str, *, want_positive: bool = True) -> None:
+        if a in summary and b in summary:
+            diff, se = _compare(summary, a, b, key)
+            lines.append(f"- {text}: `{a}` {pm(a, key)} vs `{b}` {pm(b, key)}: {_verdict(diff, se, want_positive=want_positive)}.")
+
+    claim("The background (pattern orientation and phase, camera motion compensated) is kept, unlike "
+          "per-frame text-to-image; bg_corr", "t2v-zero", "t2i", "background_correlation")
+    claim("... share of frames that keep it; bg_ident", "t2v-zero", "t2i", "background_identity")
+    claim("Cross-frame attention keeps the scene; bg_corr", "t2v-zero", "t2v-zero -cross_frame", "background_correlation")
+    claim("Background smoothing steadies the background further; bg_corr", "t2v-zero +smoothing", "t2v-zero",
+          "background_correlation")
+    claim("... and its motion is closer to the request; bg_err", "t2v-zero +smoothing", "t2v-zero",
+          "background_motion_error", want_positive=False)
+    claim("FreeInit keeps the background; bg_corr", "t2v-zero +freeinit", "t2v-zero", "background_correlation")
+    claim("A trained motion module keeps the background too; bg_corr", "animatediff", "t2i", "background_correlation")
+    for name in summary:
+        if name.startswith("noise=") and not name.endswith("+cross_frame"):
+            claim(f"Noise prior `{name[6:]}` alone keeps more of the background than i.i.d. noise; bg_corr",
+                  name, "t2i", "background_correlation")
+    if "t2v-zero" in summary:
+        lines.append(
+            f"- The background moves with the motion field ({camera_px:.2f} px/frame asked): t2v-zero "
+            f"{pm('t2v-zero', 'background_speed_px')} px/frame measured, error {pm('t2v-zero', 'background_motion_error')} px/frame."
+        )
+    return lines
+
+
 def _range(values: list[float]) -> str:
     values = [v for v in values if np.isfinite(v)]
     if not values:
@@ -328,13 +395,13 @@ def _range(values: list[float]) -> str:
     return f"{min(values):.2f}" if len(values) == 1 else f"{min(values):.2f} .. {max(values):.2f}"
 
 
-def write_block(doc: Path, block: str) -> None:
-    """Put `block` between the markers of `doc` (created with a title if absent)."""
+def write_block(doc: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put `block` between the markers `begin`/`end` of `doc` (created with a title if absent)."""
     text = doc.read_text() if doc.is_file() else "# Quality of every method on the shapes world\n\n"
-    inner = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    inner = f"{begin}\n{block}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + inner + tail
     else:
         text = text.rstrip("\n") + "\n\n" + inner + "\n"
@@ -348,7 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--size", type=int, default=None, help="height = width in px (default: the model's)")
-    parser.add_argument("--model", default=None, help="model folder (default: the embedded shapes model)")
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded model of the world)")
+    parser.add_argument("--world", choices=("v1", "v2"), default="v1",
+                        help="v1: plain backgrounds into results.md; v2: patterned backgrounds (model shapes-v2) "
+                             "with the background's columns, into results_v2.md")
     parser.add_argument("--variants", default=None, help="comma-separated subset of variant names")
     parser.add_argument("--prompt-seed", type=int, default=1234, help="seed of the prompt draw")
     parser.add_argument("--sheet-rows", type=int, default=4, help="videos per contact sheet")
@@ -366,7 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     from zeroshot.models import load
 
     torch.set_num_threads(1)
-    model = load(args.model)
+    v2 = args.world == "v2"
+    model = load(args.model or ("shapes-v2" if v2 else "shapes"))
+    columns = COLUMNS + COLUMNS_V2 if v2 else COLUMNS
+    prefix = "results_v2" if v2 else "results"
     chosen = variants(args.frames, args.variants.split(",") if args.variants else None)
     overrides = {}
     if args.steps is not None:
@@ -382,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, recipe in chosen.items()
         }
     reference = prepare_recipe(model, chosen.get("t2v-zero", replace(METHODS["t2v-zero"], num_frames=args.frames, **overrides)))
-    prompts = distinct_captions(args.prompts, args.prompt_seed)
+    prompts = distinct_captions(args.prompts, args.prompt_seed, world=args.world)
     seeds = list(range(args.seeds))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -394,12 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, recipe in chosen.items():
         log.info("%s ...", name)
         try:
-            rows, videos = evaluate_variant(model, recipe, prompts, seeds, reference.motion)
+            rows, videos = evaluate_variant(model, recipe, prompts, seeds, reference.motion, world=args.world)
         except (RecipeError, ValueError, RuntimeError, OSError, ImportError, NotImplementedError) as exc:
             failed[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log.info("  failed: %s", failed[name])
             continue
-        summary[name] = summarise(rows)
+        summary[name] = summarise(rows, columns)
         summary[name]["_has_motion"] = videos[0][2].motion is not None
         first_videos[name] = videos
         log.info("  consistency %.2f  along %.2f px  %.1f s/video", summary[name]["consistency"], summary[name]["along_px"], summary[name]["seconds"])
@@ -408,15 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     # variants whose videos are identical: a part the pipeline ignores, or equal recipes
     identical = identical_groups({name: [v[1] for v in videos] for name, videos in first_videos.items()})
 
-    bar_chart(summary, CHART, out / "results_chart.png")
+    bar_chart(summary, CHART_V2 if v2 else CHART, out / f"{prefix}_chart.png", columns)
     sheets = []
     for name, videos in first_videos.items():
-        path = out / f"results_sheet_{slug(name)}.png"
+        path = out / f"{prefix}_sheet_{slug(name)}.png"
         contact_sheet([(label, frames) for label, frames, _ in videos[: args.sheet_rows]], path)
         sheets.append((name, path.name))
     compare = [(name, videos[0][1]) for name, videos in first_videos.items()]
     if compare:
-        contact_sheet(compare, out / "results_compare.png")
+        contact_sheet(compare, out / f"{prefix}_compare.png")
 
     command = "OMP_NUM_THREADS=1 python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     m = reference.motion
@@ -431,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         f"zoom {m.zoom}, t0={m.t0}, t1={m.t1}. Means over videos; the chart and `_sem` "
         "below use the standard error of the mean.",
         "",
-        markdown_table(summary),
+        markdown_table(summary, columns),
         "",
         "Columns: align = share of frames whose detected shape, fg and bg match the prompt; "
         "consist = share of frames 1..f-1 equal (shape, colours) to frame 0; size_chg = mean "
@@ -441,11 +514,19 @@ def main(argv: list[str] | None = None) -> int:
         "(px/frame); bg_change = mean absolute change of background pixels between frames; "
         "warp_err / flow_px = DIS optical-flow warping error and mean flow; flicker = mean "
         "change of frame luminance; ssim = consecutive-frame SSIM; s/video = render time per "
-        "video in this run.",
+        "video in this run." + (
+            " World v2 (patterned backgrounds; `zeroshot.shapes.metrics.background_metrics`): pattern = share "
+            "of frames whose detected pattern kind is the caption's; bg_corr = mean correlation of each "
+            "frame's background (shade coverage) with frame 0's moved by the camera motion the variant asks "
+            "for (its motion field's step, else none): 1 = orientation and phase kept, ~0 = redrawn; "
+            "bg_ident = share of frames 1..f-1 with bg_corr >= 0.5 and frame 0's pattern kind; bg_px = "
+            "measured background displacement per frame (across stripes on striped ones); bg_err = its "
+            "distance to the request (px/frame)." if v2 else ""),
         "",
         "Claims of the paper, checked on these numbers:",
         "",
         *claim_checks(summary, float(np.hypot(*m.translate))),
+        *(background_claims(summary, float(np.hypot(*camera_step(reference, reference.height, reference.width)))) if v2 else []),
     ]
     if identical:
         lines += ["", "Variants whose videos are bit-identical (same draws, or a part `generate()` does not apply):", ""]
@@ -454,11 +535,11 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "Variants that could not run:", ""] + [f"- {n}: {msg}" for n, msg in failed.items()]
     lines += ["", "Recipes (every other field at its default):", ""]
     lines += [f"- `{name}`: {describe(recipe)}" for name, recipe in chosen.items()]
-    lines += ["", "![metrics per variant](results_chart.png)", "", "One prompt and seed, every variant (rows):", ""]
-    lines += ["![every variant](results_compare.png)", "", "Contact sheets per variant:", ""]
+    lines += ["", f"![metrics per variant]({prefix}_chart.png)", "", "One prompt and seed, every variant (rows):", ""]
+    lines += [f"![every variant]({prefix}_compare.png)", "", "Contact sheets per variant:", ""]
     lines += [f"- [{name}]({file})" for name, file in sheets]
-    write_block(out / "results.md", "\n".join(lines))
-    log.info("wrote %s", out / "results.md")
+    write_block(out / f"{prefix}.md", "\n".join(lines))
+    log.info("wrote %s", out / f"{prefix}.md")
     return 0
 
 

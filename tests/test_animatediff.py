@@ -553,11 +553,11 @@ def test_embedded_model_uses_the_shipped_motion_module():
     from dataclasses import replace
 
     from zeroshot.generate import generate
-    from zeroshot.models import EMBEDDED_MODEL, load
+    from zeroshot.models import EMBEDDED_MODELS, load
     from zeroshot.recipe import METHODS
 
-    assert ad.EMBEDDED_ADAPTER.is_file() and (EMBEDDED_MODEL / "model_index.json").is_file()
-    model = load()
+    assert ad.EMBEDDED_ADAPTER.is_file() and (EMBEDDED_MODELS["shapes"] / "model_index.json").is_file()
+    model = load("shapes")
     adapter = ad.load_motion_adapter(ad.EMBEDDED_ADAPTER)
     assert tuple(adapter.config.block_out_channels) == tuple(model.unet.config.block_out_channels)
     assert any(float(m.proj_out.weight.abs().max()) > 0 for m in temporal_transformers(adapter))  # trained
@@ -567,6 +567,30 @@ def test_embedded_model_uses_the_shipped_motion_module():
                      seed=0, progress=False)
     assert video.frames.shape == (1, 4, 3, 64, 64)
     assert float((video.latents - image.latents).abs().max()) > 1e-2  # the temporal layers act
+
+
+def test_the_default_v2_model_animates_with_its_own_motion_module():
+    """The default embedded model is v2; its zeroshot.json names the motion module trained on
+    v2 clips (in its folder), not v1's."""
+    from dataclasses import replace
+
+    from zeroshot.generate import generate
+    from zeroshot.models import DEFAULT_EMBEDDED, EMBEDDED_MODELS, load
+    from zeroshot.recipe import METHODS
+
+    assert DEFAULT_EMBEDDED == "shapes-v2"
+    model = load()
+    assert model.model_id == "zeroshot/shapes-v2"
+    path = ad.resolve_adapter_path(model, None)
+    assert path == EMBEDDED_MODELS["shapes-v2"] / "motion_module.safetensors" and path != ad.EMBEDDED_ADAPTER
+    adapter = ad.load_motion_adapter(path)
+    assert tuple(adapter.config.block_out_channels) == tuple(model.unet.config.block_out_channels)
+    assert any(float(m.proj_out.weight.abs().max()) > 0 for m in temporal_transformers(adapter))  # trained
+    recipe = replace(METHODS["animatediff"], num_frames=4, num_inference_steps=2)
+    prompt = "a red circle on a blue striped background"
+    video = generate(model, prompt, recipe, seed=0, progress=False)
+    image = generate(model, prompt, replace(recipe, method="t2i", animatediff=None), seed=0, progress=False)
+    assert float((video.latents - image.latents).abs().max()) > 1e-2
 
 
 def _documented_row(name: str) -> dict[str, tuple[float, float]]:
@@ -601,7 +625,7 @@ def test_shipped_style_lora_turns_held_out_shapes_as_documented():
 
     path = default_out("turned")
     assert load_lora(path)[1]["style"] == "turned"
-    variant = personalised_model(load(), path)
+    variant = personalised_model(load("shapes"), path)
     assert variant.model_id == "zeroshot/shapes+shapes_turned_lora"
     combos = [c for c in sorted(world.HELD_OUT) if c[0] in ("triangle", "square", "star")][::3]
     prompts = [world.caption(*c) for c in combos]

@@ -324,3 +324,35 @@ def test_controlnet_for_another_base_is_refused(sd_setup, sdxl_controlnet, tiny_
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "made for another base model: text width 64, the model's is 32" in err
+
+
+def test_a_model_folder_names_its_own_controlnet(sd_setup, tiny_sd, tmp_path):
+    """zeroshot.json `controlnet.models` (relative to the folder) is the ControlNet of a
+    `--control` request that names none, as the embedded model ships its edge ControlNet;
+    the CLI picks the conditioned recipe from `--control` alone."""
+    import json
+    import shutil
+
+    from zeroshot.cli import main
+    from zeroshot.generate import prepare_recipe
+
+    _, cn_path, video = sd_setup
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_sd, folder)
+    shutil.copytree(cn_path, folder / "controlnet_canny")
+    card = folder / "zeroshot.json"
+    data = json.loads(card.read_text()) if card.is_file() else {}
+    data.setdefault("defaults", {})["controlnet.models"] = ["controlnet_canny"]
+    card.write_text(json.dumps(data))
+    model = models.load(str(folder))
+    recipe = replace(_recipe("unused", video), controlnet=ControlNet(signals=(f"canny:{video}",)))
+    assert prepare_recipe(model, recipe).controlnet.models == (str(folder / "controlnet_canny"),)
+    given = prepare_recipe(model, _recipe(cn_path, video))
+    assert given.controlnet.models == (str(cn_path),)  # a ControlNet given wins
+    assert prepare_recipe(model, replace(recipe, controlnet=None)).controlnet is None  # no request, no ControlNet
+    out = tmp_path / "o.mp4"
+    rc = main(["generate", "a red cat", "--model", str(folder), "--control", f"canny:{video}", "--frames", str(F),
+               "--height", "32", "--width", "32", "--steps", "2", "--quiet", "--out", str(out)])
+    assert rc == 0
+    written = json.loads(out.with_suffix(".json").read_text())["recipe"]
+    assert written["method"] == "controlnet" and written["controlnet"]["models"] == [str(folder / "controlnet_canny")]

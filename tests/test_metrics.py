@@ -353,3 +353,25 @@ def test_along_speed_is_robust_to_uneven_steps_and_one_wrong_frame():
     jumped = shapes_metrics(frames, scene.caption, motion=Motion(translate=(2.0, 0.0)))
     assert jumped["along_px"] == pytest.approx(2.0, abs=0.5)
     assert jumped["motion_error"] > result["motion_error"] + 5  # the mean error counts the jump
+
+
+def test_edge_f_score_counts_edges_within_the_tolerance():
+    from zeroshot.metrics import edge_f_score
+
+    ref = np.zeros((2, 16, 16), bool)
+    ref[:, 8, 2:14] = True  # a 12 px line in each frame
+    assert edge_f_score(ref, ref)["edge_f"] == 1.0
+    shifted = np.roll(ref, 1, axis=1)  # one px off: inside the 1 px tolerance
+    assert edge_f_score(shifted, ref)["edge_f"] == 1.0
+    assert edge_f_score(shifted, ref, tolerance=0)["edge_f"] == 0.0
+    half = ref.copy()
+    half[:, 8, 8:] = False  # half the line: precision 1, recall 7/12 (x = 8 is 1 px from the end)
+    m = edge_f_score(half, ref)
+    assert m["edge_precision"] == 1.0 and m["edge_recall"] == 7 / 12 and abs(m["edge_f"] - 14 / 19) < 1e-12
+    far = np.roll(ref, 5, axis=1)
+    assert edge_f_score(far, ref)["edge_f"] == 0.0
+    four = np.repeat(ref[:, None], 3, axis=1).astype(np.float32)  # (f, 3, H, W) maps as canny gives them
+    assert edge_f_score(four, ref)["edge_f"] == 1.0
+    assert np.isnan(edge_f_score(np.zeros_like(ref), ref)["edge_precision"])
+    with pytest.raises(ValueError, match="differ in shape"):
+        edge_f_score(ref[:1], ref)

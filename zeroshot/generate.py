@@ -63,7 +63,9 @@ def prepare_recipe(model, recipe: Recipe | str | None, prompt: str | None = None
         recipe = natural_method(family)
     if isinstance(recipe, str):
         recipe = get_method(recipe)
-    recipe = resolve(recipe, {**getattr(family, "recommended", {}), **model.defaults})
+    from zeroshot.techniques.controlnet import with_model_controlnets
+
+    recipe = resolve(with_model_controlnets(model, recipe), {**getattr(family, "recommended", {}), **model.defaults})
     validate(recipe, vae_scale_factor=model.vae_scale_factor, family=family)
     if family_of(model) is not None:
         recipe = family_recipe(family, recipe)

@@ -173,6 +173,34 @@ def ssim_consecutive(frames: Any) -> float:
     return float(np.mean([ssim(a, b) for a, b in zip(gray[:-1], gray[1:])]))
 
 
+def edge_f_score(edges: Any, reference: Any, *, tolerance: int = 1) -> dict[str, float]:
+    """How well one video's edges follow another's (ControlNet edge following, structure kept
+    by an edit): precision = share of `edges` pixels within `tolerance` px (chessboard
+    distance) of a `reference` edge pixel, recall = share of `reference` edge pixels within
+    `tolerance` of an `edges` pixel, pooled over all frames; F = their harmonic mean.
+
+    edges, reference: edge maps `(f, H, W)` or `(f, C, H, W)` (any channel; non-zero = edge),
+    e.g. `zeroshot.control.canny` of generated frames and the control maps. NaN where a side
+    has no edge pixels at all."""
+    import cv2
+
+    def binary(maps: Any) -> np.ndarray:
+        a = np.asarray(maps.detach().cpu() if hasattr(maps, "detach") else maps)
+        return (a[:, 0] if a.ndim == 4 else a) > 0
+
+    e, r = binary(edges), binary(reference)
+    if e.shape != r.shape:
+        raise ValueError(f"edge maps differ in shape: {e.shape} vs {r.shape}")
+    kernel = np.ones((2 * tolerance + 1, 2 * tolerance + 1), np.uint8)
+    near_r = np.stack([cv2.dilate(m.astype(np.uint8), kernel) for m in r]).astype(bool)
+    near_e = np.stack([cv2.dilate(m.astype(np.uint8), kernel) for m in e]).astype(bool)
+    nan = float("nan")
+    precision = float((e & near_r).sum() / e.sum()) if e.any() else nan
+    recall = float((r & near_e).sum() / r.sum()) if r.any() else nan
+    f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else (0.0 if np.isfinite(precision + recall) else nan)
+    return {"edge_precision": precision, "edge_recall": recall, "edge_f": float(f)}
+
+
 def video_metrics(frames: Any) -> dict[str, float]:
     """Every metric of this module in one dict (keys as the functions' names)."""
     video = as_frames(frames).transpose(0, 3, 1, 2)
@@ -186,6 +214,7 @@ def video_metrics(frames: Any) -> dict[str, float]:
 __all__ = [
     "as_frames",
     "dis_flow",
+    "edge_f_score",
     "flicker",
     "frame_difference",
     "luminance",

@@ -145,12 +145,12 @@ def build_recipe(args: argparse.Namespace, family=None):
     """The recipe that the generate flags describe (method, then flags, then --set).
 
     Without --method, the model family's natural method (`recipe.natural_method`); for image
-    models with --controlnet, `controlnet`."""
+    models with --controlnet or --control (the model's own ControlNet), `controlnet`."""
     from zeroshot.families import SD
     from zeroshot.recipe import apply_override, get_method, natural_method, parse_override
 
     method = args.method or natural_method(family or SD)
-    if args.controlnet and args.method is None and method == "t2v-zero":
+    if (args.controlnet or args.control) and args.method is None and method == "t2v-zero":
         method = "controlnet"  # Text2Video-Zero's recipe for conditioned video: no warp, one shared latent
     recipe = get_method(method)
     for key, value in _flag_overrides(args).items():

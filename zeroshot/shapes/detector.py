@@ -353,6 +353,34 @@ def _background(img: np.ndarray, plain: Detection, bg_ref: np.ndarray) -> _Backg
     return None if kind is None else _Background(index, t, weights, None, kind)
 
 
+def background_coverage(frame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(t, weights) of a patterned frame's background: each pixel's shade coverage t (H, W)
+    in [0, 1] (0: the background colour, 1: its shade) and the pixels that are background
+    (bool, the object and its edge left out); None when the background is plain. It needs
+    no exact lattice, so it reads a model's imperfect drawings too (background metrics)."""
+    img = to_hwc(frame)
+    bg = _background(img, *_detect_plain(img))
+    return None if bg is None else (np.clip(bg.t, 0.0, 1.0), bg.weights)
+
+
+def stripe_normal(t: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+    """The unit direction (x, y) across a striped coverage map (its gradients' principal
+    axis), or None when the gradients share no orientation (`STRIPE_MIN_COHERENCE`)."""
+    coherence, angle = _gradient_orientation(t, weights)
+    if coherence < STRIPE_MIN_COHERENCE:
+        return None
+    return np.array([math.cos(angle), math.sin(angle)])
+
+
+def _gradient_orientation(t: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """(coherence in [0, 1], angle in radians) of the structure tensor of t's gradients at
+    `weights`: 1 when they all share one axis (stripes), whose direction `angle` is."""
+    gy, gx = np.gradient(np.clip(t, 0.0, 1.0).astype(np.float64))
+    jxx, jyy, jxy = (gx * gx)[weights].sum(), (gy * gy)[weights].sum(), (gx * gy)[weights].sum()
+    coherence = math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / max(jxx + jyy, 1e-12)
+    return coherence, 0.5 * math.atan2(2 * jxy, jxx - jyy)
+
+
 def pattern_kind(t: np.ndarray, weights: np.ndarray) -> str | None:
     """The kind of a background whose shade coverage t varies but fits no exact lattice
     (`fit_pattern` refused it: a model's drawing, with wobbly stripes or uneven dots); None
@@ -367,10 +395,7 @@ def pattern_kind(t: np.ndarray, weights: np.ndarray) -> str | None:
     inner = cv2.erode(weights.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if inner.sum() < 0.1 * t.size:
         return None
-    gy, gx = np.gradient(np.clip(t, 0.0, 1.0).astype(np.float64))
-    jxx, jyy, jxy = (gx * gx)[inner].sum(), (gy * gy)[inner].sum(), (gx * gy)[inner].sum()
-    coherence = math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / max(jxx + jyy, 1e-12)
-    if coherence >= STRIPE_MIN_COHERENCE:
+    if _gradient_orientation(t, inner)[0] >= STRIPE_MIN_COHERENCE:
         return "striped"
     return "dotted" if float(np.clip(t[weights], 0, 1).mean()) < DOTTED_MAX_MEAN else "checkered"
 

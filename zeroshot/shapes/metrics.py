@@ -187,17 +187,64 @@ def shapes_metrics(frames: Any, prompt: str, motion: Any = None) -> dict[str, fl
     }
 
 
-#: A frame keeps the background if its pattern has frame 0's kind, orientation within this
-#: many degrees, period within this fraction, and moved as the camera was asked to within
-#: `BACKGROUND_SHIFT_TOLERANCE` px since the previous frame.
-BACKGROUND_ANGLE_TOLERANCE = 3.0
-BACKGROUND_PERIOD_TOLERANCE = 0.05
-BACKGROUND_SHIFT_TOLERANCE = 0.5
+#: A frame keeps the background when its shade coverage correlates with frame 0's, shifted by
+#: the camera motion asked for, at least this much (a redrawn pattern: ~0; a kept one: ~1).
+BACKGROUND_MIN_CORRELATION = 0.5
+#: Pixels both frames must share as background for a correlation to be read.
+_MIN_SHARED = 0.2
 
 
-def _angle_gap(a: float, b: float, symmetry: float) -> float:
-    d = (a - b) % symmetry
-    return min(d, symmetry - d)
+def _shifted(image: np.ndarray, d: np.ndarray, *, nearest: bool = False) -> np.ndarray:
+    """`image` moved by d = (dx, dy) px (sub-pixel, bilinear): out(p + d) = image(p); 0 outside."""
+    import cv2
+
+    matrix = np.array([[1.0, 0.0, d[0]], [0.0, 1.0, d[1]]], np.float64)
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    h, w = image.shape
+    return cv2.warpAffine(image.astype(np.float32), matrix, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def background_correlation(first: tuple, other: tuple, displacement) -> float:
+    """Pearson correlation of two frames' shade coverage (`detector.background_coverage`)
+    over the pixels both show as background, after moving the first by `displacement`
+    (dx, dy) px; NaN when they share too few pixels or one of them is flat."""
+    (t0, w0), (t1, w1) = first, other
+    d = np.asarray(displacement, np.float64)
+    moved = _shifted(t0, d)
+    inside = _shifted(w0.astype(np.float32), d, nearest=True) > 0.5
+    shared = inside & w1
+    if shared.sum() < _MIN_SHARED * t0.size:
+        return float("nan")
+    a, b = moved[shared].astype(np.float64), t1[shared].astype(np.float64)
+    if a.std() < 1e-6 or b.std() < 1e-6:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+#: Largest background displacement per frame searched for (px), and the finest step.
+_SHIFT_SEARCH_PX, _SHIFT_STEP_PX = 4, 0.1
+#: Correlation given up per px of displacement, so that of the lattice's equally good
+#: shifts (a periodic pattern's aliases, any shift along stripes) the smallest is read.
+_SHIFT_PENALTY = 0.02
+
+
+def measured_background_shift(first: tuple, other: tuple) -> np.ndarray:
+    """The background's displacement (dx, dy) px from one frame to the next: the shift of
+    the first frame's shade coverage that correlates best with the second's
+    (`background_correlation`; whole pixels within `_SHIFT_SEARCH_PX`, then
+    `_SHIFT_STEP_PX` around the best). Periodic patterns show it modulo their lattice, so
+    the smallest of equally good shifts is taken (`_SHIFT_PENALTY`): pans under half the
+    lattice spacing are read as they are; along stripes it reads ~0."""
+
+    def best(candidates) -> np.ndarray:
+        scores = [background_correlation(first, other, d) - _SHIFT_PENALTY * float(np.hypot(*d)) for d in candidates]
+        scores = [-np.inf if not np.isfinite(c) else c for c in scores]
+        return np.asarray(candidates[int(np.argmax(scores))], np.float64)
+
+    r = _SHIFT_SEARCH_PX
+    whole = best([(dx, dy) for dy in range(-r, r + 1) for dx in range(-r, r + 1)])
+    fine = np.arange(-0.5, 0.5 + 1e-9, _SHIFT_STEP_PX)
+    return best([(whole[0] + dx, whole[1] + dy) for dy in fine for dx in fine])
 
 
 def background_metrics(frames: Any, prompt: str, camera_px: tuple[float, float] | None = None) -> dict[str, float]:
@@ -207,59 +254,61 @@ def background_metrics(frames: Any, prompt: str, camera_px: tuple[float, float] 
     background"); camera_px: the background displacement asked for, px/frame (a pan or the
     global translation of T2V-Zero's motion field; None: a still background).
 
+    Each frame's background is read as its shade coverage (`detector.background_coverage`:
+    0 at the background colour, 1 at its shade), which needs no exact lattice, so it reads a
+    model's wobbly stripes and uneven dots as well as the world's own drawing.
+
     - pattern_accuracy: share of frames whose detected pattern kind is the caption's;
-    - background_identity: share of frames 1..f-1 whose pattern keeps frame 0's kind,
-      orientation and period and whose displacement from the previous frame
-      (`detector.background_shift`) is the requested one within
-      `BACKGROUND_SHIFT_TOLERANCE` px (phase kept after compensating the camera motion);
-      for stripes only the displacement across them is compared (the one along them does
-      not show);
-    - background_speed_px: the mean detected displacement per frame (across the stripes
-      for striped backgrounds); background_motion_error: mean distance to the request.
+    - background_correlation: mean over frames 1..f-1 of the correlation of the frame's
+      coverage with frame 0's moved by the camera motion asked for (k x camera_px at frame
+      k): 1 when orientation, period and phase are kept, ~0 when the pattern is redrawn;
+    - background_identity: share of frames 1..f-1 whose correlation is at least
+      `BACKGROUND_MIN_CORRELATION` and whose pattern kind is frame 0's;
+    - background_speed_px: the mean measured displacement per frame (phase correlation of
+      consecutive frames; across the stripes for striped backgrounds, the displacement
+      along them does not show); background_motion_error: mean distance to the request.
     NaN where the caption's background is plain (there is no pattern to follow).
     """
-    from zeroshot.shapes.detector import background_shift, detect_v2
-    from zeroshot.shapes.world import PATTERN_SYMMETRY_DEG, parse_caption_v2
+    from zeroshot.shapes.detector import background_coverage, detect_v2, stripe_normal
+    from zeroshot.shapes.world import parse_caption_v2
 
     kind = parse_caption_v2(prompt.strip().rstrip("."))[3]
     video = as_frames(frames)  # (f, H, W, 3)
     chw = [np.ascontiguousarray(image.transpose(2, 0, 1)) for image in video]
-    found = [detect_v2(image) for image in chw]
-    accuracy = float(np.mean([d.pattern == kind for d in found]))
+    kinds = [detect_v2(image).pattern for image in chw]
+    accuracy = float(np.mean([k == kind for k in kinds]))
     nan = float("nan")
+    out = {"pattern_accuracy": accuracy, "background_correlation": nan, "background_identity": nan,
+           "background_speed_px": nan, "background_motion_error": nan}
     if kind == "plain":
-        return {"pattern_accuracy": accuracy, "background_identity": nan,
-                "background_speed_px": nan, "background_motion_error": nan}
+        return out
     wanted = np.array(camera_px if camera_px is not None else (0.0, 0.0), np.float64)
-    first = found[0]
-    keeps, speeds, errors = [], [], []
+    coverage = [background_coverage(image) for image in chw]
+    if coverage[0] is None:  # frame 0 drew no pattern: nothing is kept
+        out["background_identity"] = 0.0
+        return out
+    correlations, keeps, speeds, errors = [], [], [], []
+    normal = stripe_normal(*coverage[0]) if kind == "striped" else None
     for k in range(1, len(chw)):
-        d = found[k]
-        same = (
-            first.pattern == kind
-            and d.pattern == kind
-            and _angle_gap(d.pattern_angle_deg, first.pattern_angle_deg, PATTERN_SYMMETRY_DEG[kind])
-            <= BACKGROUND_ANGLE_TOLERANCE
-            and abs(d.pattern_period - first.pattern_period) <= BACKGROUND_PERIOD_TOLERANCE * first.pattern_period
-        )
-        shift = np.array(background_shift(chw[k - 1], chw[k]), np.float64) if same else np.full(2, np.nan)
-        if kind == "striped" and same:
-            a = np.deg2rad(first.pattern_angle_deg)
-            normal = np.array([np.cos(a), np.sin(a)])
-            observed, asked = np.array([shift @ normal]), np.array([wanted @ normal])
-        else:
-            observed, asked = shift, wanted
-        error = float(np.linalg.norm(observed - asked)) if np.isfinite(observed).all() else nan
-        keeps.append(same and np.isfinite(error) and error <= BACKGROUND_SHIFT_TOLERANCE)
-        if np.isfinite(error):
+        if coverage[k] is None:
+            correlations.append(0.0)
+            keeps.append(False)
+            continue
+        c = background_correlation(coverage[0], coverage[k], k * wanted)
+        correlations.append(0.0 if not np.isfinite(c) else c)
+        keeps.append(bool(np.isfinite(c) and c >= BACKGROUND_MIN_CORRELATION and kinds[k] == kinds[0]))
+        if coverage[k - 1] is not None:
+            shift = measured_background_shift(coverage[k - 1], coverage[k])
+            observed, asked = (shift, wanted) if normal is None else (np.array([shift @ normal]), np.array([wanted @ normal]))
             speeds.append(float(np.linalg.norm(observed)))
-            errors.append(error)
-    return {
-        "pattern_accuracy": accuracy,
-        "background_identity": float(np.mean(keeps)) if keeps else nan,
-        "background_speed_px": float(np.mean(speeds)) if speeds else nan,
-        "background_motion_error": float(np.mean(errors)) if errors else nan,
-    }
+            errors.append(float(np.linalg.norm(observed - asked)))
+    out.update(
+        background_correlation=float(np.mean(correlations)),
+        background_identity=float(np.mean(keeps)),
+        background_speed_px=float(np.mean(speeds)) if speeds else nan,
+        background_motion_error=float(np.mean(errors)) if errors else nan,
+    )
+    return out
 
 
 def is_shapes_prompt(prompt: str | None) -> bool:

@@ -336,12 +336,19 @@ def sample_scene(
     return Scene(shape, fg, bg, (float(cx), float(cy)), radius, size)
 
 
-def distinct_captions(count: int, seed: int) -> list[str]:
-    """`count` distinct captions of scenes drawn with a fixed seed (evaluation prompts)."""
+def distinct_captions(count: int, seed: int, world: str = "v1") -> list[str]:
+    """`count` distinct captions of scenes drawn with a fixed seed (evaluation prompts):
+    v1 scenes, or (`world="v2"`) v2 scenes on patterned backgrounds only (a plain one has
+    no background to measure)."""
+    if world not in ("v1", "v2"):
+        raise ValueError(f"world must be 'v1' or 'v2', got {world!r}")
     rng = np.random.default_rng(seed)
     out: list[str] = []
     while len(out) < count:
-        text = sample_scene(rng).caption
+        if world == "v2":
+            text = sample_scene_v2(rng, pattern=PATTERNS[1 + rng.integers(len(PATTERNS) - 1)]).caption
+        else:
+            text = sample_scene(rng).caption
         if text not in out:
             out.append(text)
     return out

@@ -75,6 +75,19 @@ def base_signature(model):
     return signature_of_config(json.loads(config.read_text()), vae_scale_factor=factor)
 
 
+def with_model_controlnets(model, recipe):
+    """`recipe` with the model's own ControlNets (its zeroshot.json `controlnet.models`,
+    relative to the model folder) where it asks for ControlNet conditioning and names none:
+    the embedded model ships an edge ControlNet, so `--control canny:clip.mp4` alone works."""
+    cn = recipe.controlnet
+    names = (getattr(model, "defaults", None) or {}).get("controlnet.models")
+    if cn is None or cn.models or not names:
+        return recipe
+    root = getattr(model, "path", None)
+    paths = tuple(str(p if p.is_absolute() or root is None else Path(root) / p) for p in map(Path, names))
+    return replace(recipe, controlnet=replace(cn, models=paths))
+
+
 def check_inputs(model, recipe) -> None:
     """Before any model work: every ControlNet exists and was made for this model's base,
     every control video is readable and fits the request (or `resize` asks to resample it)."""

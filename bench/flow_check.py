@@ -107,7 +107,7 @@ def summary(rows: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model folder (default: the embedded shapes model)")
+    parser.add_argument("--model", default="shapes", help="model folder or embedded name (default: shapes, the v1 model its docs measured)")
     parser.add_argument("--videos", type=int, default=16, help="videos per column and variant")
     parser.add_argument("--prompts", type=int, default=16, help="captions of the list (x --seeds)")
     parser.add_argument("--seeds", type=int, default=4)

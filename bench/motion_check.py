@@ -144,7 +144,7 @@ def sem(values) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model folder (default: the embedded shapes model)")
+    parser.add_argument("--model", default="shapes", help="model folder or embedded name (default: shapes, the v1 model its docs measured)")
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--frames", type=int, default=8)

@@ -14,6 +14,11 @@ of the difference of the two means, sqrt(SE_ref² + SE_config²) ("joint SE"). `
 every video's metrics and time.
 
     OMP_NUM_THREADS=1 python bench/speed_quality.py [--videos 8] [--frames 8] [--configs NAME ...]
+    OMP_NUM_THREADS=1 python bench/speed_quality.py --world v2 --videos 24
+
+`--world v2`: the v2 model on patterned-background captions, and the background kept
+across frames (`background_metrics`' bg_corr, after the motion field's pan) as a fourth
+quality column that "equal quality" must hold too.
     OMP_NUM_THREADS=1 python bench/speed_quality.py --unet-only [--px 256 512]
 
 `--unet-only`: one UNet call of the SD-topology `mid` model at larger sizes (where token
@@ -34,8 +39,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "bench"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from zeroshot.metrics import mean_and_sem  # noqa: E402
 from zeroshot.recipe import StepCache, TokenMerge, get_method  # noqa: E402
@@ -43,6 +49,7 @@ from zeroshot.recipe import StepCache, TokenMerge, get_method  # noqa: E402
 REFERENCE = "diffusers ddim-50"
 #: (key, header, higher is better) of the quality columns that decide "equal quality".
 QUALITY = (("alignment", "align", True), ("consistency", "consist", True), ("motion_error", "motion_err", False))
+QUALITY_V2 = QUALITY + (("background_correlation", "bg_corr", True),)
 
 
 def configs() -> dict:
@@ -97,10 +104,15 @@ def diffusers_call(model, recipe):
     return call
 
 
-def measure(frames: torch.Tensor, prompt: str, motion) -> dict:
-    from zeroshot.shapes.metrics import shapes_metrics
+def measure(frames: torch.Tensor, prompt: str, motion, camera=None) -> dict:
+    """The shapes metrics against the requested motion; with `camera` (px/frame, world v2)
+    the background's too."""
+    from zeroshot.shapes.metrics import background_metrics, shapes_metrics
 
-    return shapes_metrics(frames, prompt, motion=motion)
+    out = shapes_metrics(frames, prompt, motion=motion)
+    if camera is not None:
+        out.update(background_metrics(frames, prompt, camera))
+    return out
 
 
 def run(args) -> None:
@@ -108,7 +120,11 @@ def run(args) -> None:
     from zeroshot.models import load
     from zeroshot.shapes.world import distinct_captions
 
-    model = load(args.model)
+    from quality import camera_step
+
+    v2 = args.world == "v2"
+    quality = QUALITY_V2 if v2 else QUALITY
+    model = load(args.model or ("shapes-v2" if v2 else "shapes"))
     chosen = configs()
     if args.configs:
         unknown = [c for c in args.configs if c not in chosen]
@@ -118,7 +134,8 @@ def run(args) -> None:
     chosen = {n: r if r is None else replace(r, num_frames=args.frames) for n, r in chosen.items()}
     base = prepare_recipe(model, replace(get_method("t2v-zero"), num_frames=args.frames))
     reference = diffusers_call(model, base)
-    prompts = distinct_captions(args.videos, args.prompt_seed)
+    prompts = distinct_captions(args.videos, args.prompt_seed, world=args.world)
+    camera = camera_step(base, base.height, base.width) if v2 else None
     rows: dict[str, list[dict]] = {name: [] for name in chosen}
     seconds = {name: 0.0 for name in chosen}
     for name, recipe in chosen.items():  # warm-up: first calls pay one-time set-up
@@ -134,7 +151,7 @@ def run(args) -> None:
             else:
                 frames = generate(model, prompt, recipe, seed=i, progress=False).frames[0]
             seconds[name] += time.perf_counter() - start
-            rows[name].append(measure(frames, prompt, base.motion))
+            rows[name].append(measure(frames, prompt, base.motion, camera))
         print(f"video {i + 1}/{len(prompts)} done", file=sys.stderr, flush=True)
     if args.json:
         import json
@@ -144,7 +161,7 @@ def run(args) -> None:
 
     summary = {}
     for name in chosen:
-        summary[name] = {key: mean_and_sem([r.get(key, math.nan) for r in rows[name]]) for key, _, _ in QUALITY}
+        summary[name] = {key: mean_and_sem([r.get(key, math.nan) for r in rows[name]]) for key, _, _ in quality}
         summary[name]["along_px"] = mean_and_sem([r.get("along_px", math.nan) for r in rows[name]])
         summary[name]["seconds"] = seconds[name] / len(prompts)
     ref = summary[REFERENCE]
@@ -158,20 +175,20 @@ def run(args) -> None:
 
         return all(
             (s[key][0] >= ref[key][0] - tol(key)) if higher else (s[key][0] <= ref[key][0] + tol(key))
-            for key, _, higher in QUALITY
+            for key, _, higher in quality
         )
 
-    print(f"embedded model, {args.videos} videos x {args.frames} frames at {base.height}x{base.width}, "
+    print(f"{model.model_id}, {args.videos} videos x {args.frames} frames at {base.height}x{base.width}, "
           f"guidance {base.guidance_scale}, motion {tuple(base.motion.translate)} px/frame, "
           f"torch threads {torch.get_num_threads()}")
-    print("| config | s/video | × reference time | speed-up | " + " | ".join(h for _, h, _ in QUALITY)
+    print("| config | s/video | × reference time | speed-up | " + " | ".join(h for _, h, _ in quality)
           + " | along_px | equal (ref SE) | equal (joint SE) |")
-    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in QUALITY) + " | --- | --- | --- |")
+    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in quality) + " | --- | --- | --- |")
     equal, joint = {}, {}
     for name, s in summary.items():
         equal[name], joint[name] = equal_to_ref(s, False), equal_to_ref(s, True)
         ratio = s["seconds"] / ref["seconds"]
-        cells = " | ".join(f"{s[key][0]:.3f} ± {s[key][1]:.3f}" for key, _, _ in QUALITY)
+        cells = " | ".join(f"{s[key][0]:.3f} ± {s[key][1]:.3f}" for key, _, _ in quality)
         print(f"| {name} | {s['seconds']:.2f} | {ratio:.3f} | {1 / ratio:.1f}× | {cells} | {s['along_px'][0]:.2f} ± {s['along_px'][1]:.2f} | "
               f"{'yes' if equal[name] else 'no'} | {'yes' if joint[name] else 'no'} |")
     print()
@@ -242,7 +259,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", type=int, default=8)
     ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--model", default=None, help="model folder (default: the embedded shapes model)")
+    ap.add_argument("--model", default=None,
+                    help="model folder or embedded name (default: shapes, the v1 model docs/speed.md measured; shapes-v2 with --world v2)")
+    ap.add_argument("--world", choices=("v1", "v2"), default="v1", help="v2: patterned captions, background kept as a quality column")
     ap.add_argument("--configs", nargs="+", default=None, help="a subset of the configurations (the reference always runs)")
     ap.add_argument("--prompt-seed", type=int, default=1234)
     ap.add_argument("--json", default=None, help="write every video's metrics and the times here")

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     weights = Path(args.weights_dir)
     components = load_components(EMBEDDED_MODEL, "cpu")
-    model = load(None)
+    model = load("shapes")  # the v1 model the designs are trained on (train_motion.EMBEDDED_MODEL)
     prompts = distinct_captions(args.prompts, 12345)  # captions the training stream does not draw
     base = {"num_frames": args.frames}
     variant = None

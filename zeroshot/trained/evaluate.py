@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from zeroshot.recipe import METHODS, AnimateDiff
 
     parser = argparse.ArgumentParser(prog="python -m zeroshot.trained.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=None, help="SD folder (default: the embedded shapes model)")
+    parser.add_argument("--model", default="shapes", help="SD folder or embedded name (default: shapes, the v1 model of docs/animatediff.md)")
     parser.add_argument("--adapter", default=None, help="motion adapter (default: the model's)")
     parser.add_argument("--lora", default=None, help="also evaluate this personalisation LoRA")
     parser.add_argument("--prompts", type=int, default=8)

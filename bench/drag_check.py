@@ -112,8 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
-    if args.variants is None:
-        args.variants = ",".join(v for v in VARIANTS if args.flow_adapter or "flow adapter" not in v)
+    chosen = flow_check.chosen_variants(args, parser, VARIANTS)
     torch.set_num_threads(1)
     model = load(args.model)
     jobs = [(p, s) for s in range(args.seeds) for p in captions(max(1, -(-args.videos // args.seeds)))][: args.videos]
@@ -121,14 +120,7 @@ def main(argv=None) -> int:
     print(f"{model.model_id}, {len(jobs)} videos, drag {args.speed} px/frame towards the centre, the rest still")
     print("| variant | obj ObjMC (px) | obj step err (px/frame) | bg px/frame | bg corr | consist | align | s/video |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name in args.variants.split(","):
-        if name not in VARIANTS:
-            parser.error(f"unknown variant {name!r}; valid: {', '.join(VARIANTS)}")
-        method, overrides = VARIANTS[name]
-        if "animatediff.flow_adapter" in overrides:
-            if not args.flow_adapter:
-                parser.error(f"variant {name!r} needs --flow-adapter PATH")
-            overrides = {**overrides, "animatediff.flow_adapter": args.flow_adapter}
+    for name, method, overrides in chosen:
         preview_recipe = recipe_for(model, method, {k: v for k, v in overrides.items() if "flow_adapter" not in k},
                                     {"motion.translate": "0,0"}, args.set)
         rows, start = [], time.perf_counter()

@@ -96,6 +96,25 @@ def recipe_for(model, method: str, overrides: dict, path: str | None, settings: 
     return resolve(recipe, model.defaults)
 
 
+def chosen_variants(args, parser, variants: dict = VARIANTS) -> list[tuple[str, str, dict]]:
+    """(name, method, overrides) of `--variants` (default: every one, the flow-adapter rows
+    only with `--flow-adapter`), the adapter's path filled in; a parser error for an unknown
+    name or an adapter row without `--flow-adapter`."""
+    names = args.variants.split(",") if args.variants else [
+        v for v in variants if args.flow_adapter or "flow adapter" not in v]
+    out = []
+    for name in names:
+        if name not in variants:
+            parser.error(f"unknown variant {name!r}; valid: {', '.join(variants)}")
+        method, overrides = variants[name]
+        if "animatediff.flow_adapter" in overrides:
+            if not args.flow_adapter:
+                parser.error(f"variant {name!r} needs --flow-adapter PATH")
+            overrides = {**overrides, "animatediff.flow_adapter": args.flow_adapter}
+        out.append((name, method, overrides))
+    return out
+
+
 def summary(rows: list[dict]) -> dict:
     out = {}
     for key in KEYS:
@@ -118,8 +137,6 @@ def main(argv=None) -> int:
     parser.add_argument("--pan", metavar="DX,DY", help="request a constant pan (px/frame) instead of the arc")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
-    if args.variants is None:
-        args.variants = ",".join(v for v in VARIANTS if args.flow_adapter or "flow adapter" not in v)
     torch.manual_seed(0)
     model = load(args.model)
     jobs = [(p, s) for s in range(args.seeds) for p in motion_check.captions(args.prompts)]
@@ -129,12 +146,7 @@ def main(argv=None) -> int:
         Path(path).write_text(ARC)
         print(f"{'variant':<34} | {'all: error':>16} {'along':>5} {'ObjMC':>13} | {'in view: error':>16} {'along':>5} "
               f"{'ObjMC':>13} {'lost':>4} {'det.':>5} {'n / list':>9} | {'consist.':>8} {'align.':>6} {'s':>5}")
-        for name in args.variants.split(","):
-            method, overrides = VARIANTS[name]
-            if "animatediff.flow_adapter" in overrides:
-                if not args.flow_adapter:
-                    parser.error(f"variant {name!r} needs --flow-adapter PATH")
-                overrides = {**overrides, "animatediff.flow_adapter": args.flow_adapter}
+        for name, method, overrides in chosen_variants(args, parser):
             unasked = overrides.get("motion") == "off"
             request = {k: v for k, v in overrides.items() if k != "motion"}
             recipe = recipe_for(model, method, request, path, args.set, args.pan)

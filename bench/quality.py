@@ -93,7 +93,10 @@ def variants(num_frames: int, names: list[str] | None = None) -> dict[str, Recip
     """Every registered method plus its ablations (README "Methods"), as recipes."""
     from zeroshot.noise import PRIORS
 
-    out: dict[str, Recipe] = {name: recipe for name, recipe in METHODS.items()}
+    # the methods that take inputs of their own (a control or input video: bench/control.py) or
+    # a video model (`video`) are not text-to-video on an image model
+    takes_inputs = {name for name, r in METHODS.items() if r.controlnet or r.edit or r.pix2pix or name == "video"}
+    out: dict[str, Recipe] = {name: recipe for name, recipe in METHODS.items() if name not in takes_inputs}
     ablations: dict[str, Recipe] = {}
     t2v = METHODS["t2v-zero"]
     ablations["t2v-zero -cross_frame"] = replace(t2v, cross_frame=None)

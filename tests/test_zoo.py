@@ -323,6 +323,56 @@ def test_generate_with_a_zoo_module(tiny_model, tmp_path):
     assert float((moved.latents - image.latents).abs().max()) > 1e-3
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("design", ["lavie", "animatediff"])
+def test_motion_free_guidance(tiny_model, tmp_path, design):
+    """GenTron's motion-free guidance: at s_M = 0 it is the image model with plain guidance
+    (the per-frame t2i video); at s_M = 1 the motion term is the full video prediction, so
+    the temporal layers act; an untrained module (the identity) leaves every s_M at plain
+    guidance."""
+    from dataclasses import replace
+
+    from zeroshot.generate import generate
+    from zeroshot.recipe import RecipeError
+
+    def module(model):
+        if design == "animatediff":
+            from zeroshot.trained.inflate import temporal_transformers
+
+            for m in temporal_transformers(model):
+                torch.nn.init.normal_(m.proj_out.weight, std=0.2, generator=torch.Generator().manual_seed(3))
+            return model
+        return _perturbed(model)
+
+    zero = zoo.save(zoo.inflate(tiny_model.unet, design), tmp_path / "zero.safetensors")
+    trained = zoo.save(module(zoo.inflate(tiny_model.unet, design)), tmp_path / "trained.safetensors")
+
+    def run(path, scale, **kw):
+        recipe = _recipe(path, **kw)
+        recipe = replace(recipe, animatediff=replace(recipe.animatediff, motion_free_scale=scale))
+        return generate(tiny_model, "a red circle", recipe, seed=1, progress=False).latents
+
+    image = generate(tiny_model, "a red circle", replace(_recipe(zero), method="t2i", animatediff=None), seed=1,
+                     progress=False).latents
+    plain = run(trained, None)
+    assert float((run(trained, 0.0) - image).abs().max()) <= 1e-4  # the temporal layers off: per-frame t2i
+    assert float((run(trained, 0.0, guidance_scale=1.0) - replace_t2i(tiny_model, zero, 1.0)).abs().max()) <= 1e-4
+    assert float((run(trained, 1.0) - image).abs().max()) > 1e-3  # motion on: they act
+    assert float((run(trained, 1.0) - plain).abs().max()) > 1e-4  # and differ from plain guidance
+    assert float((run(zero, 2.5) - run(zero, None)).abs().max()) <= 1e-4  # identity module: no motion term
+    with pytest.raises(RecipeError, match="motion_free_scale must be >= 0"):
+        run(trained, -1.0)
+
+
+def replace_t2i(tiny_model, path, guidance):
+    from dataclasses import replace
+
+    from zeroshot.generate import generate
+
+    recipe = replace(_recipe(path), method="t2i", animatediff=None, guidance_scale=guidance)
+    return generate(tiny_model, "a red circle", recipe, seed=1, progress=False).latents
+
+
 def test_generate_cli_refuses_a_module_for_another_base(tiny_sd, tmp_path, capsys, monkeypatch):
     from diffusers import UNet2DConditionModel
 

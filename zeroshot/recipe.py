@@ -117,6 +117,10 @@ class AnimateDiff:
     context_length: int | None = None  # FreeNoise/context windows; None: adapter max
     context_stride: int = 4
     flow_adapter: str | None = None  # trained flow adapter file (trained.flow_adapter); follows recipe.motion
+    # GenTron's motion-free guidance (Chen et al., arXiv 2312.04557, Eq. 3): lambda_M of
+    # eps(empty, off) + lambda_T (eps(text, off) - eps(empty, off)) + lambda_M (eps(text, on) - eps(text, off)),
+    # "off" the temporal layers passing frames through; None: plain classifier-free guidance
+    motion_free_scale: float | None = None
 
 
 @dataclass(frozen=True)

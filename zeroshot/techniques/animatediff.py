@@ -34,6 +34,37 @@ def check(recipe, family) -> None:
         )
     if family.family == "animatediff" and ad.adapter is not None:
         raise RecipeError("animatediff.adapter: an animatediff model carries its own motion modules; leave it unset")
+    if ad.motion_free_scale is not None and ad.motion_free_scale < 0:
+        raise RecipeError(f"animatediff.motion_free_scale must be >= 0, got {ad.motion_free_scale}")
+
+
+def motion_free_guided(model, guidance_scale: float, motion_scale: float):
+    """GenTron's motion-free guidance (Chen et al., arXiv 2312.04557, Eq. 3) as a model
+    function: with the temporal layers off (`trained.animatediff.motion_off`: the frozen image
+    model) the negative and positive predictions, with them on the positive one;
+    `off_neg + s_T (off_pos - off_neg) + s_M (on_pos - off_pos)`, s_T the recipe's guidance
+    scale (per frame where the conditioning carries one), s_M `motion_scale`. Without a
+    negative (guidance <= 1): `off_pos + s_M (on_pos - off_pos)`. Three network calls' worth
+    of batch where plain guidance takes two."""
+    import torch
+
+    from zeroshot.families.base import _frame_scale
+    from zeroshot.trained.animatediff import motion_off
+
+    def model_fn(x, t, cond):
+        with motion_off(model.unet):
+            if cond.guided:
+                neg_off, pos_off = model.forward(torch.cat([x, x]), t, cond.batched()).chunk(2)
+            else:
+                pos_off = model.forward(x, t, cond.positive)
+        pos_on = model.forward(x, t, cond.positive)
+        out = pos_off + motion_scale * (pos_on - pos_off)
+        if cond.guided:
+            scale = _frame_scale(guidance_scale if cond.guidance is None else cond.guidance, x.shape[2], pos_off)
+            out = out + (scale - 1) * (pos_off - neg_off)
+        return out
+
+    return model_fn
 
 
 def check_module_file(model, path) -> dict:
@@ -80,6 +111,8 @@ def apply(run) -> None:
             run.model = ZooAnimateDiff.from_zoo(model, zoo.load(path, model.unet, device=model.device, dtype=model.dtype))
         run.reset_model_fn()
         run.encode = run.model.encode
+    if ad.motion_free_scale is not None:
+        run.model_fn = motion_free_guided(run.model, run.recipe.guidance_scale, ad.motion_free_scale)
     motion_unet = run.model.unet
     max_len = run.model.max_frames
     if max_len is None:  # a zoo design: the temporal layers see every frame at once

@@ -240,6 +240,34 @@ def context_windows(
             blocks[i] = block
 
 
+@contextlib.contextmanager
+def motion_off(unet: Any):
+    """Within the block the video UNet's temporal layers pass frames through, so it is the
+    frozen image model frame by frame: a `UNetMotionModel`'s motion modules (each returns its
+    input), or a zoo model's temporal layers (`zoo.temporal_off`). GenTron's motion-free
+    guidance needs both predictions."""
+    from zeroshot.trained import zoo
+    from zeroshot.trained.inflate import temporal_transformers
+
+    if isinstance(unet, zoo.ZooUNet):
+        with zoo.temporal_off(unet):
+            yield unet
+        return
+    modules = temporal_transformers(unet)
+    if not modules:
+        raise ValueError(f"{type(unet).__name__} has no motion modules to switch off")
+
+    def through(module, args, kwargs, output):
+        return args[0] if args else kwargs["hidden_states"]
+
+    handles = [m.register_forward_hook(through, with_kwargs=True) for m in modules]
+    try:
+        yield unet
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 # ---------------------------------------------------------------------------------------
 # the model side
 

@@ -110,8 +110,10 @@ def variants(num_frames: int, names: list[str] | None = None) -> dict[str, Recip
         if prior == "freenoise":  # a window shorter than the clip, or it is i.i.d. noise
             window = max(2, num_frames // 2)
             noise = Noise(prior=prior, window=window, stride=max(1, window // 2))
-        ablations[f"noise={prior}"] = Recipe(method="t2i", noise=noise)
-        ablations[f"noise={prior} +cross_frame"] = Recipe(method="t2i", noise=noise, cross_frame=CrossFrame())
+        # flow-warped noise follows a motion request: the model's default one, without T2V-Zero's warp
+        motion = Motion(dynamics=False) if prior == "flow-warped" else None
+        ablations[f"noise={prior}"] = Recipe(method="t2i", noise=noise, motion=motion)
+        ablations[f"noise={prior} +cross_frame"] = Recipe(method="t2i", noise=noise, cross_frame=CrossFrame(), motion=motion)
     ablations["t2v-zero +freeinit"] = replace(t2v, freeinit=FreeInit())
     ablations["t2v-zero +smoothing"] = replace(t2v, smoothing=Smoothing())
     # an ablation equal to a registered method (up to its name) is that method's row
@@ -268,6 +270,25 @@ def markdown_table(summary: dict[str, dict[str, float]], columns=COLUMNS) -> str
     return "\n".join(lines)
 
 
+#: The columns the world-v2 table repeats with their standard errors.
+SEM_COLUMNS_V2 = ("alignment", "consistency", "size_change", "along_px", "background_correlation",
+                  "background_identity", "background_motion_error")
+
+
+def sem_table(summary: dict[str, dict[str, float]], keys: tuple[str, ...], columns) -> str:
+    """Mean ± standard error of a few columns per variant."""
+    formats = {key: (header, fmt) for key, header, fmt, _ in columns}
+    lines = ["| variant | " + " | ".join(formats[k][0] for k in keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name, values in summary.items():
+        cells = []
+        for key in keys:
+            fmt = formats[key][1]
+            sem = values.get(f"{key}_sem", float("nan"))
+            cells.append(_cell(values.get(key, float("nan")), fmt) + ("" if not np.isfinite(sem) else " ± " + fmt.format(sem)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _compare(summary: dict[str, dict[str, float]], a: str, b: str, key: str) -> tuple[float, float]:
     """(difference a - b of a metric's means, its standard error)."""
     diff = summary[a][key] - summary[b][key]
@@ -380,9 +401,13 @@ def background_claims(summary: dict[str, dict[str, float]], camera_px: float) ->
     claim("FreeInit keeps the background; bg_corr", "t2v-zero +freeinit", "t2v-zero", "background_correlation")
     claim("A trained motion module keeps the background too; bg_corr", "animatediff", "t2i", "background_correlation")
     for name in summary:
-        if name.startswith("noise=") and not name.endswith("+cross_frame"):
-            claim(f"Noise prior `{name[6:]}` alone keeps more of the background than i.i.d. noise; bg_corr",
-                  name, "t2i", "background_correlation")
+        if name in ("pyoco-mixed", "pyoco-progressive", "videofusion") or (
+                name.startswith("noise=") and not name.endswith("+cross_frame")):
+            claim(f"Noise prior `{name.removeprefix('noise=')}` alone keeps more of the background than i.i.d. "
+                  "noise; bg_corr", name, "t2i", "background_correlation")
+        if name.startswith("noise=") and name.endswith("+cross_frame") and name.split(" ")[0] in summary:
+            claim("... and with cross-frame attention more than without; bg_corr", name, name.split(" ")[0],
+                  "background_correlation")
     if "t2v-zero" in summary:
         lines.append(
             f"- The background moves with the motion field ({camera_px:.2f} px/frame asked): t2v-zero "
@@ -509,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         markdown_table(summary, columns),
         "",
+        *(["The same videos, mean ± standard error of the main columns:", "",
+           sem_table(summary, SEM_COLUMNS_V2, columns), ""] if v2 else []),
         "Columns: align = share of frames whose detected shape, fg and bg match the prompt; "
         "consist = share of frames 1..f-1 equal (shape, colours) to frame 0; size_chg = mean "
         "relative area change against frame 0; detected = share of frames with a shape; "

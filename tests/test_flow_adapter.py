@@ -176,6 +176,11 @@ def test_trainer_resumes_and_cli_writes_a_loadable_adapter(tiny_sd, parts, tmp_p
     assert main(argv) == 0
     assert len(json.loads(log.read_text())["losses"]) == 1
     assert fa.load(out, parts["unet"]).config["hidden"] == 32
+    onlyflow = tmp_path / "onlyflow.safetensors"
+    argv[argv.index("--out") + 1] = str(onlyflow)
+    assert main([*argv, "--injection", "attention"]) == 0
+    loaded = fa.load(onlyflow, parts["unet"])
+    assert loaded.injection == "attention" and any(float(c.weight.abs().max()) > 0 for c in loaded.site_convs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,3 +271,71 @@ def test_cli_refuses_a_bad_flow_adapter_before_the_model_loads(tiny_sd, files, t
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "animatediff.flow_adapter" in err and needle in err
+
+
+# ---------------------------------------------------------------------------------------
+# OnlyFlow's injection: into every temporal attention
+
+
+def test_attention_adapter_is_identity_at_init_then_steers_the_temporal_attention(parts, motion_unet, tmp_path):
+    from zeroshot.trained.inflate import temporal_transformers
+    from zeroshot.trained.train_motion import diffusion_loss
+    from zeroshot.trained.zoo import base_identity
+
+    adapter = fa.new_flow_adapter(parts["unet"], seed=1, injection="attention", motion_unet=motion_unet)
+    sites = adapter.config["sites"]
+    assert len(sites) == len(temporal_transformers(motion_unet)) and all(n.count("motion_modules") for n, _, _ in sites)
+    x, emb, flow = _inputs(parts)
+    model = fa.FlowConditioned(motion_unet, adapter)
+    model.flow = flow
+    t = torch.tensor([500, 500])
+    with torch.no_grad():
+        assert float((model(x, t, emb.repeat_interleave(6, 0)).sample - _call(motion_unet, x, emb)).abs().max()) == 0.0
+        maps = adapter(flow.flatten(0, 1))
+        assert [m.shape[1] for m in maps] == [c for _, c, _ in sites]
+    with pytest.raises(ValueError, match="adds no residuals"):
+        adapter.residuals(flow.flatten(0, 1))
+    adapter.train().requires_grad_(True)
+    opt = torch.optim.Adam(adapter.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = diffusion_loss(model, parts["scheduler"], x, emb, torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    adapter.eval()
+    with torch.no_grad():
+        plain = _call(motion_unet, x, emb)  # the hooks only act inside FlowConditioned's call
+        with_flow = model(x, t, emb.repeat_interleave(6, 0)).sample
+        model.flow = torch.zeros_like(flow)
+        still = model(x, t, emb.repeat_interleave(6, 0)).sample
+    assert float((with_flow - plain).abs().max()) > 1e-3
+    assert float((with_flow - still).abs().max()) > 1e-3
+    assert all(not p.requires_grad for p in motion_unet.parameters())
+    model._injection.remove()
+    path = fa.save(adapter, tmp_path / "onlyflow.safetensors", base=base_identity(parts["unet"]))
+    again = fa.load(path, parts["unet"])
+    assert again.injection == "attention" and again.config["sites"] == sites
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), adapter.state_dict().values()))
+
+
+def test_generate_with_an_attention_adapter(tiny_model, files, tmp_path):
+    from zeroshot.generate import generate
+    from zeroshot.trained.animatediff import load_motion_adapter
+    from zeroshot.trained.zoo import base_identity
+
+    unet = tiny_model.unet
+    motion_unet = inflate(unet, load_motion_adapter(files["mm"]))
+    zero = fa.save(fa.new_flow_adapter(unet, injection="attention", motion_unet=motion_unet), tmp_path / "z.safetensors",
+                   base=base_identity(unet))
+    acting = fa.new_flow_adapter(unet, seed=5, injection="attention", motion_unet=motion_unet)
+    with torch.no_grad():
+        for conv in acting.site_convs:
+            conv.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(conv.weight.numel()))
+    acting = fa.save(acting, tmp_path / "a.safetensors", base=base_identity(unet))
+    plain = generate(tiny_model, "a red circle", _recipe(files["mm"], motion=None), seed=1, progress=False)
+    same = generate(tiny_model, "a red circle", _recipe(files["mm"], zero), seed=1, progress=False)
+    moved = generate(tiny_model, "a red circle", _recipe(files["mm"], acting), seed=1, progress=False)
+    assert float((same.latents - plain.latents).abs().max()) <= 1e-6
+    assert float((moved.latents - plain.latents).abs().max()) > 1e-3
+    again = generate(tiny_model, "a red circle", _recipe(files["mm"], motion=None), seed=1, progress=False)
+    assert torch.equal(again.latents, plain.latents)  # no hook left behind

@@ -5,7 +5,8 @@ warp and flow-warped noise use) is evaluated at the latent cells, turned into fl
 (`trained.flow_adapter.flow_features`) and carried in the conditioning as a frame-wise
 tensor, so chunks and context windows slice it with the frames; every network call adds
 the adapter's residuals to the UNet's skip connections (with a ControlNet's, when one
-runs). The adapter file must be made for this base: checked against the model's unet
+runs), or, for an attention adapter (OnlyFlow), its features to every temporal attention's
+input tokens. The adapter file must be made for this base: checked against the model's unet
 config before any weights load (`check_inputs`).
 """
 
@@ -102,6 +103,18 @@ def residuals_fn(adapter, previous):
     return fn
 
 
+def attention_fn(injection, previous):
+    """`(x, t, c) -> UNet keywords`: sets the attention injection's flow features of `c[KEY]`
+    for this call and passes on `previous`'s keywords (a ControlNet's, or none)."""
+
+    def fn(x: torch.Tensor, t, c: dict) -> dict:
+        flow = c[KEY]  # (B, f, 4, h, w)
+        injection.set(flow.flatten(0, 1).to(device=x.device, dtype=injection.adapter.stem[0].weight.dtype), *flow.shape[:2])
+        return dict(previous(x, t, c)) if previous is not None else {}
+
+    return fn
+
+
 def apply(run) -> None:
     path = _path(run.recipe)
     if path is None:
@@ -124,4 +137,12 @@ def apply(run) -> None:
     features = flow_adapter.flow_features(flow_px, height, width).to(device=model.device, dtype=model.dtype)
     run.extras["flow_adapter"] = adapter
     run.encode = flow_encode(run.encode, features)
-    run.stack.enter_context(residuals_on(model, residuals_fn(adapter, model.residuals_fn)))
+    if adapter.injection == "attention":
+        try:
+            injection = flow_adapter.AttentionInjection(model.unet, adapter)
+        except ValueError as exc:
+            raise RecipeError(f"animatediff.flow_adapter: {path}: {exc}") from None
+        run.stack.callback(injection.remove)
+        run.stack.enter_context(residuals_on(model, attention_fn(injection, model.residuals_fn)))
+    else:
+        run.stack.enter_context(residuals_on(model, residuals_fn(adapter, model.residuals_fn)))

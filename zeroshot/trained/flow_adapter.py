@@ -16,6 +16,12 @@ frame k comes from q + flow(q) of frame 0; `zeroshot.motion`'s convention) and i
 from frame k-1, both in units of an eighth of the frame's short side (so the numbers mean
 the same at every resolution): 4 channels per latent cell.
 
+Two injections (`INJECTIONS`): `residuals` (above), or `attention`, OnlyFlow's (Koroglu et
+al., arXiv 2411.10501): the encoder's features, through one zero-initialised 1x1 convolution
+per motion module, are added to the tokens each temporal attention reads (the input of the
+motion module's `proj_in`, after its norm), so the flow steers the temporal attention itself
+and nothing else; its sites are the motion UNet's motion modules (`motion_sites`).
+
 A saved adapter is one `.safetensors` file whose metadata (`METADATA_KEY`) records its
 configuration and the base image UNet it was trained for (`zoo.base_identity`); another base
 is refused in one line before any model work (`check_file`).
@@ -37,6 +43,30 @@ FORMAT = 1
 FLOW_CHANNELS = 4
 #: Flow is measured in units of the frame's short side divided by this.
 FLOW_UNIT_DIVISOR = 8.0
+#: How the flow reaches the video UNet: ControlNet-style skip residuals, or OnlyFlow-style
+#: features added to every temporal attention's input tokens.
+INJECTIONS = ("residuals", "attention")
+
+
+def motion_sites(unet: Any) -> list[list]:
+    """[name, channels, level] of every motion module (`AnimateDiffTransformer3D`) of a
+    `UNetMotionModel`, in module order: level l is at the latent size / 2**l (down block l,
+    the mid block at the last level, up block i at the last level - i)."""
+    from zeroshot.trained.inflate import temporal_transformers
+
+    found = {id(m) for m in temporal_transformers(unet)}
+    levels = len(unet.config.block_out_channels)
+    sites = []
+    for name, module in unet.named_modules():
+        if id(module) not in found:
+            continue
+        part, _, rest = name.partition(".")
+        index = int(rest.split(".")[0]) if part in ("down_blocks", "up_blocks") else levels - 1
+        level = index if part == "down_blocks" else levels - 1 - index if part == "up_blocks" else levels - 1
+        sites.append([name, int(module.in_channels), level])
+    if not sites:
+        raise ValueError(f"{type(unet).__name__} has no motion modules for an attention flow adapter")
+    return sites
 
 
 def flow_features(flow_px: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -77,14 +107,21 @@ class FlowAdapter(nn.Module):
     `residual_layout`); hidden: the encoder's channels at every level.
     """
 
-    def __init__(self, block_out_channels, layers_per_block, *, hidden: int = 32, in_channels: int = FLOW_CHANNELS):
+    def __init__(self, block_out_channels, layers_per_block, *, hidden: int = 32, in_channels: int = FLOW_CHANNELS,
+                 injection: str = "residuals", sites: list | None = None):
         super().__init__()
+        if injection not in INJECTIONS:
+            raise ValueError(f"injection must be one of {INJECTIONS}, got {injection!r}")
+        if injection == "attention" and not sites:
+            raise ValueError("an attention flow adapter needs the motion modules' sites (motion_sites)")
         self.config = {
             "block_out_channels": [int(c) for c in block_out_channels],
             "layers_per_block": layers_per_block if isinstance(layers_per_block, int) else list(layers_per_block),
             "hidden": int(hidden),
             "in_channels": int(in_channels),
         }
+        if injection == "attention":
+            self.config.update(injection=injection, sites=[[str(n), int(c), int(lv)] for n, c, lv in sites])
         levels = len(self.config["block_out_channels"])
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 3, padding=1), nn.SiLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU()
@@ -95,33 +132,97 @@ class FlowAdapter(nn.Module):
             )
             for _ in range(levels - 1)
         )
-        self.layout = residual_layout(block_out_channels, layers_per_block)
-        self.zero_convs = nn.ModuleList(_zero_conv(hidden, c) for c, _ in self.layout)
-        self.mid_conv = _zero_conv(hidden, self.config["block_out_channels"][-1])
+        if injection == "attention":
+            self.site_convs = nn.ModuleList(_zero_conv(hidden, c) for _, c, _ in self.config["sites"])
+        else:
+            self.layout = residual_layout(block_out_channels, layers_per_block)
+            self.zero_convs = nn.ModuleList(_zero_conv(hidden, c) for c, _ in self.layout)
+            self.mid_conv = _zero_conv(hidden, self.config["block_out_channels"][-1])
 
-    def forward(self, features: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    @property
+    def injection(self) -> str:
+        return self.config.get("injection", "residuals")
+
+    def _levels(self, features: torch.Tensor) -> list[torch.Tensor]:
         levels = [self.stem(features)]  # level 0: the latent size
         for down in self.downs:
             levels.append(down(levels[-1]))
+        return levels
+
+    def forward(self, features: torch.Tensor):
+        """Residuals: (down residuals, mid residual); attention: one feature map
+        `((b f), channels, h_l, w_l)` per motion module site, in `config["sites"]` order."""
+        levels = self._levels(features)
+        if self.injection == "attention":
+            return tuple(conv(levels[level]) for conv, (_, _, level) in zip(self.site_convs, self.config["sites"]))
         down_residuals = tuple(conv(levels[level]) for conv, (_, level) in zip(self.zero_convs, self.layout))
         return down_residuals, self.mid_conv(levels[-1])
 
     def residuals(self, features: torch.Tensor, *, dtype: torch.dtype | None = None) -> dict[str, Any]:
         """The UNet keywords of flow features `((b f), 4, h, w)`."""
+        if self.injection != "residuals":
+            raise ValueError("an attention flow adapter adds no residuals (attention_injection)")
         down, mid = self(features)
         if dtype is not None:
             down, mid = tuple(d.to(dtype) for d in down), mid.to(dtype)
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
-def new_flow_adapter(unet: Any, *, hidden: int = 32, seed: int = 0) -> FlowAdapter:
+def new_flow_adapter(unet: Any, *, hidden: int = 32, seed: int = 0, injection: str = "residuals",
+                     motion_unet: Any = None) -> FlowAdapter:
     """A fresh adapter for `unet` (an image UNet or a video UNet with the same down path),
-    deterministic in `seed` (global RNG untouched), zero residuals until trained."""
+    deterministic in `seed` (global RNG untouched), acting as nothing until trained. The
+    attention injection reads its sites from `motion_unet` (default: `unet`, which must then
+    be a `UNetMotionModel`)."""
     config = dict(unet.config)
+    sites = motion_sites(motion_unet if motion_unet is not None else unet) if injection == "attention" else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        adapter = FlowAdapter(config["block_out_channels"], config["layers_per_block"], hidden=hidden)
+        adapter = FlowAdapter(config["block_out_channels"], config["layers_per_block"], hidden=hidden,
+                              injection=injection, sites=sites)
     return adapter.to(device=unet.device, dtype=unet.dtype)
+
+
+class AttentionInjection:
+    """OnlyFlow's injection on a `UNetMotionModel`: forward pre-hooks on every site's
+    `proj_in` add the adapter's feature map of that site to the tokens `((b h w), f, c)`
+    the temporal attention reads. `set(features, batch, frames)` before each UNet call
+    (features `((b f), 4, h, w)`); `remove()` takes the hooks off."""
+
+    def __init__(self, unet: Any, adapter: FlowAdapter):
+        modules = dict(unet.named_modules())
+        mismatch = [n for n, c, _ in adapter.config["sites"] if n not in modules or getattr(modules[n], "in_channels", None) != c]
+        if mismatch or len(adapter.config["sites"]) != len(motion_sites(unet)):
+            raise ValueError(f"the flow adapter's motion-module sites do not fit this UNet (first: {mismatch[:1]})")
+        self.adapter, self.maps, self.shape = adapter, None, None
+        self.handles = [
+            modules[name].proj_in.register_forward_pre_hook(self._hook(k), with_kwargs=True)
+            for k, (name, _, _) in enumerate(adapter.config["sites"])
+        ]
+
+    def set(self, features: torch.Tensor | None, batch: int = 0, frames: int = 0) -> None:
+        self.maps = None if features is None else self.adapter(features)
+        self.shape = (batch, frames)
+
+    def _hook(self, k: int):
+        def hook(module, args, kwargs):
+            if self.maps is None:
+                return None
+            x = kwargs["input"] if "input" in kwargs else args[0]  # ((b h w), f, c)
+            b, f = self.shape
+            m = self.maps[k]  # ((b f), c, h, w)
+            c, h, w = m.shape[1:]
+            tokens = m.reshape(b, f, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, f, c).to(x.dtype)
+            if "input" in kwargs:
+                return args, {**kwargs, "input": x + tokens}
+            return (x + tokens, *args[1:]), kwargs
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
 
 class FlowConditioned(nn.Module):
@@ -133,6 +234,7 @@ class FlowConditioned(nn.Module):
         super().__init__()
         self.unet, self.adapter = unet, adapter
         self.flow: torch.Tensor | None = None
+        self._injection = AttentionInjection(unet, adapter) if adapter.injection == "attention" else None
 
     def forward(self, sample, timestep, encoder_hidden_states, **kwargs):
         if self.flow is None:
@@ -140,7 +242,14 @@ class FlowConditioned(nn.Module):
         b, _, f = sample.shape[:3]
         if tuple(self.flow.shape[:2]) != (b, f):
             raise ValueError(f"flow is for {tuple(self.flow.shape[:2])} (videos, frames), the sample {(b, f)}")
-        extra = self.adapter.residuals(self.flow.flatten(0, 1).to(sample.device), dtype=sample.dtype)
+        features = self.flow.flatten(0, 1).to(sample.device)
+        if self._injection is not None:
+            self._injection.set(features, b, f)
+            try:
+                return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **kwargs)
+            finally:
+                self._injection.set(None)
+        extra = self.adapter.residuals(features, dtype=sample.dtype)
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **extra, **kwargs)
 
 
@@ -237,7 +346,8 @@ def load(path: str | Path, unet: Any = None, *, device=None, dtype=None) -> Flow
     config = header["config"]
     with torch.random.fork_rng(devices=[]):
         adapter = FlowAdapter(
-            config["block_out_channels"], config["layers_per_block"], hidden=config["hidden"], in_channels=config["in_channels"]
+            config["block_out_channels"], config["layers_per_block"], hidden=config["hidden"], in_channels=config["in_channels"],
+            injection=config.get("injection", "residuals"), sites=config.get("sites"),
         )
     try:
         adapter.load_state_dict(load_file(str(path)), strict=True)
@@ -250,6 +360,9 @@ def load(path: str | Path, unet: Any = None, *, device=None, dtype=None) -> Flow
 
 __all__ = [
     "FLOW_CHANNELS",
+    "INJECTIONS",
+    "AttentionInjection",
+    "motion_sites",
     "METADATA_KEY",
     "FlowAdapter",
     "FlowConditioned",

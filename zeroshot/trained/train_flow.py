@@ -72,6 +72,7 @@ class FlowTrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     hidden: int = 32
+    injection: str = "residuals"  # fa.INJECTIONS: skip residuals (ControlNet-style) or temporal attention (OnlyFlow)
     empty_prompt_prob: float = 0.1
     min_snr_gamma: float | None = 5.0
     save_every: int = 50
@@ -189,7 +190,8 @@ def train(
     dataset = ShapesFlowVideos(config.seed, config.batch_size, config.frames, size, config.steps * config.batch_size,
                                factor=factor, world=config.world)
 
-    adapter = fa.new_flow_adapter(unet, hidden=config.hidden, seed=config.seed).to(device)
+    adapter = fa.new_flow_adapter(unet, hidden=config.hidden, seed=config.seed, injection=config.injection,
+                                  motion_unet=motion_unet).to(device)
     adapter.train().requires_grad_(True)
     model = fa.FlowConditioned(motion_unet, adapter)
     params = list(adapter.parameters())
@@ -250,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--hidden", type=int, default=defaults.hidden, help="flow encoder channels")
+    parser.add_argument("--injection", choices=fa.INJECTIONS, default=defaults.injection,
+                        help="residuals: ControlNet-style skip residuals; attention: OnlyFlow, into every temporal attention")
     parser.add_argument("--save-every", type=int, default=defaults.save_every)
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many seconds")
@@ -271,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         seed=args.seed,
         hidden=args.hidden,
+        injection=args.injection,
         save_every=args.save_every,
         device=args.device,
     )

@@ -213,15 +213,11 @@ def bar_chart(summary: dict[str, dict[str, float]], keys: tuple[str, ...], path:
 
 
 def camera_step(recipe: Recipe, height: int, width: int) -> tuple[float, float]:
-    """The background displacement (px/frame) a resolved recipe asks for: the mean step of
-    the image centre under its motion field (T2V-Zero's global translation), else none."""
-    if recipe.motion is None:
-        return (0.0, 0.0)
-    from zeroshot.shapes.metrics import requested_track
+    """The background displacement (px/frame) a resolved recipe asks for
+    (`shapes.metrics.requested_camera`: T2V-Zero's global translation, else none)."""
+    from zeroshot.shapes.metrics import requested_camera
 
-    track = requested_track(recipe.motion, (width / 2, height / 2), recipe.num_frames, height, width)
-    step = np.diff(track, axis=0).mean(axis=0)
-    return float(step[0]), float(step[1])
+    return requested_camera(recipe.motion, recipe.num_frames, height, width)
 
 
 def evaluate_variant(model, recipe: Recipe, prompts: list[str], seeds: list[int], reference_motion, *, world: str = "v1"):

@@ -283,6 +283,31 @@ def test_eval_prompt_flag_overrides_the_record(tmp_path, capsys):
     assert "warp_error" in row and "alignment" not in row
 
 
+def test_eval_reads_a_v2_background_against_the_requested_pan(tmp_path, capsys):
+    """A patterned v2 clip whose camera pans as its record's motion asks: the background is
+    kept (correlation ~1) and moves as asked; asked to stay still, it is not kept."""
+    import json
+
+    import numpy as np
+
+    from zeroshot.recipe import Motion
+    from zeroshot.shapes import world
+
+    rng = np.random.default_rng(4)
+    scene = world.sample_scene_v2(rng, pattern="checkered")
+    pan = world.BackgroundMotion("pan", (1.5, -0.5))
+    video = world.render_video(scene, world.ShapeMotion("translate", (1.5, -0.5)), 8, pan)
+    _write_render(tmp_path, "pan", video, fmt="", motion=Motion(translate=pan.velocity, t0=1, t1=2))
+    assert _eval([str(tmp_path / "pan"), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["pattern_accuracy"] == 1.0 and row["background_correlation"] > 0.95
+    assert abs(row["background_speed_px"] - float(np.hypot(1.5, 0.5))) < 0.3
+    _write_render(tmp_path, "asked_still", video, fmt="")  # no motion in the record
+    assert _eval([str(tmp_path / "asked_still"), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["background_correlation"] < 0.8
+
+
 def test_eval_bad_path_is_one_line_and_exit_2(tmp_path, capsys):
     assert _eval([str(tmp_path / "missing.mp4")]) == 2
     err = capsys.readouterr().err.strip()

@@ -35,6 +35,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("along_px", "along_px", "{:.2f}"),
     ("motion_error", "motion_err", "{:.2f}"),
     ("background_change", "bg_change", "{:.4f}"),
+    ("pattern_accuracy", "pattern", "{:.2f}"),
+    ("background_correlation", "bg_corr", "{:.2f}"),
+    ("background_speed_px", "bg_px", "{:.2f}"),
 )
 
 
@@ -86,10 +89,13 @@ def record_motion(record: dict[str, Any] | None) -> Any:
 
 
 def evaluate_video(path: Path, *, prompt: str | None = None, record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metrics of one video: generic ones always, shapes-world ones for shapes captions."""
+    """Metrics of one video: generic ones always, shapes-world ones for shapes captions, and
+    the background's (`background_metrics`, against the camera motion the record's recipe
+    asked for) for captions of a patterned v2 background."""
     from zeroshot.io import read_video
     from zeroshot.metrics import video_metrics
-    from zeroshot.shapes.metrics import is_shapes_prompt, shapes_metrics
+    from zeroshot.shapes.metrics import background_metrics, is_shapes_prompt, requested_camera, shapes_metrics
+    from zeroshot.shapes.world import parse_caption_v2
 
     frames = read_video(path)
     prompt = prompt if prompt is not None else (record or {}).get("prompt")
@@ -97,7 +103,11 @@ def evaluate_video(path: Path, *, prompt: str | None = None, record: dict[str, A
     row["height"], row["width"] = int(frames.shape[-2]), int(frames.shape[-1])
     row.update(video_metrics(frames))
     if is_shapes_prompt(prompt):
-        row.update(shapes_metrics(frames, prompt, motion=record_motion(record)))
+        motion = record_motion(record)
+        row.update(shapes_metrics(frames, prompt, motion=motion))
+        if parse_caption_v2(prompt.strip().rstrip("."))[3] != "plain":
+            camera = requested_camera(motion, int(frames.shape[0]), row["height"], row["width"])
+            row.update(background_metrics(frames, prompt, camera))
     return row
 
 

@@ -311,6 +311,24 @@ def background_metrics(frames: Any, prompt: str, camera_px: tuple[float, float] 
     return out
 
 
+def requested_camera(motion: Any, num_frames: int, height: int, width: int) -> tuple[float, float]:
+    """The background displacement (px/frame) a motion request asks for: the median mean
+    step of eight points near the frame's border (T2V-Zero's global translation moves them
+    all alike; a drag with the rest still leaves them; a zoom pulls them apart, ~0). None:
+    no motion, (0, 0)."""
+    if motion is None:
+        return (0.0, 0.0)
+    field = _motion_field(motion, num_frames, height, width)
+    import torch
+
+    xs, ys = (2.0, width / 2, width - 3.0), (2.0, height / 2, height - 3.0)
+    points = torch.tensor([(x, y) for x in xs for y in ys if (x, y) != (width / 2, height / 2)], dtype=torch.float64)
+    track = np.asarray(torch.as_tensor(field.forward(points, num_frames, height, width)), np.float64)  # (f, n, 2)
+    steps = np.diff(track, axis=0).mean(axis=0)  # (n, 2)
+    median = np.median(steps, axis=0)
+    return float(median[0]), float(median[1])
+
+
 def is_shapes_prompt(prompt: str | None) -> bool:
     """Whether `prompt` parses as a shapes caption."""
     if not prompt:
@@ -322,4 +340,5 @@ def is_shapes_prompt(prompt: str | None) -> bool:
     return True
 
 
-__all__ = ["background_metrics", "is_shapes_prompt", "parse_prompt", "requested_track", "shapes_metrics"]
+__all__ = ["background_metrics", "is_shapes_prompt", "parse_prompt", "requested_camera", "requested_track",
+           "shapes_metrics"]

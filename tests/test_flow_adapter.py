@@ -53,12 +53,12 @@ def test_untrained_adapter_is_exactly_todays_animatediff(parts, motion_unet):
     assert mid.shape[1:] == (64, 4, 4)
 
 
-def test_flow_changes_the_output_after_a_few_optimizer_steps(parts, motion_unet):
+def _trained_briefly(parts, motion_unet, model, x, emb, flow):
+    """Three optimizer steps of the adapter inside `model` (a FlowConditioned), then the motion
+    UNet's plain output and the model's with the flow and with zero flow."""
     from zeroshot.trained.train_motion import diffusion_loss
 
-    adapter = fa.new_flow_adapter(parts["unet"], seed=1).train().requires_grad_(True)
-    model = fa.FlowConditioned(motion_unet, adapter)
-    x, emb, flow = _inputs(parts)
+    adapter = model.adapter.train().requires_grad_(True)
     model.flow = flow
     opt = torch.optim.Adam(adapter.parameters(), lr=1e-2)
     for _ in range(3):
@@ -67,11 +67,20 @@ def test_flow_changes_the_output_after_a_few_optimizer_steps(parts, motion_unet)
         loss.backward()
         opt.step()
     adapter.eval()
+    t = torch.tensor([500] * x.shape[0])
     with torch.no_grad():
-        plain = _call(motion_unet, x, emb)
-        with_flow = model(x, torch.tensor([500, 500]), emb.repeat_interleave(6, 0)).sample
+        plain = _call(motion_unet, x, emb)  # outside FlowConditioned's call nothing is added
+        with_flow = model(x, t, emb.repeat_interleave(x.shape[2], 0)).sample
         model.flow = torch.zeros_like(flow)
-        still = model(x, torch.tensor([500, 500]), emb.repeat_interleave(6, 0)).sample
+        still = model(x, t, emb.repeat_interleave(x.shape[2], 0)).sample
+    return plain, with_flow, still
+
+
+def test_flow_changes_the_output_after_a_few_optimizer_steps(parts, motion_unet):
+    adapter = fa.new_flow_adapter(parts["unet"], seed=1)
+    model = fa.FlowConditioned(motion_unet, adapter)
+    x, emb, flow = _inputs(parts)
+    plain, with_flow, still = _trained_briefly(parts, motion_unet, model, x, emb, flow)
     assert float((with_flow - plain).abs().max()) > 1e-3  # the adapter now acts
     assert float((with_flow - still).abs().max()) > 1e-3  # and what it adds depends on the flow
     assert all(not p.requires_grad for p in motion_unet.parameters())  # only the adapter trained
@@ -279,7 +288,6 @@ def test_cli_refuses_a_bad_flow_adapter_before_the_model_loads(tiny_sd, files, t
 
 def test_attention_adapter_is_identity_at_init_then_steers_the_temporal_attention(parts, motion_unet, tmp_path):
     from zeroshot.trained.inflate import temporal_transformers
-    from zeroshot.trained.train_motion import diffusion_loss
     from zeroshot.trained.zoo import base_identity
 
     adapter = fa.new_flow_adapter(parts["unet"], seed=1, injection="attention", motion_unet=motion_unet)
@@ -295,19 +303,7 @@ def test_attention_adapter_is_identity_at_init_then_steers_the_temporal_attentio
         assert [m.shape[1] for m in maps] == [c for _, c, _ in sites]
     with pytest.raises(ValueError, match="adds no residuals"):
         adapter.residuals(flow.flatten(0, 1))
-    adapter.train().requires_grad_(True)
-    opt = torch.optim.Adam(adapter.parameters(), lr=1e-2)
-    for _ in range(3):
-        loss = diffusion_loss(model, parts["scheduler"], x, emb, torch.Generator().manual_seed(0))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    adapter.eval()
-    with torch.no_grad():
-        plain = _call(motion_unet, x, emb)  # the hooks only act inside FlowConditioned's call
-        with_flow = model(x, t, emb.repeat_interleave(6, 0)).sample
-        model.flow = torch.zeros_like(flow)
-        still = model(x, t, emb.repeat_interleave(6, 0)).sample
+    plain, with_flow, still = _trained_briefly(parts, motion_unet, model, x, emb, flow)
     assert float((with_flow - plain).abs().max()) > 1e-3
     assert float((with_flow - still).abs().max()) > 1e-3
     assert all(not p.requires_grad for p in motion_unet.parameters())

@@ -40,6 +40,8 @@ from zeroshot.trained.train_motion import (
     load_components,
     optimize,
     resume,
+    add_run_arguments,
+    run_fields,
     run_training,
     save_run,
     warmup_cosine,
@@ -262,16 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="ControlNet folder to write (default: weights/shapes[_v2]_controlnet_canny)")
     parser.add_argument("--checkpoint", default=None,
                         help="resumable checkpoint file ('' for none; default under /tmp/zeroshot-controlnet/)")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--warmup", type=int, default=defaults.warmup)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_run_arguments(parser, defaults)
     parser.add_argument("--empty-prompt-prob", type=float, default=defaults.empty_prompt_prob)
-    parser.add_argument("--save-every", type=int, default=defaults.save_every)
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many seconds")
-    parser.add_argument("--log", default=None, help="write the loss curve (JSON) here")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1:
         parser.error(f"--steps and --batch-size must be >= 1, got {args.steps} and {args.batch_size}")
@@ -287,14 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         out=out if args.out is None else args.out,
         checkpoint=checkpoint if args.checkpoint is None else args.checkpoint,
         world=args.world,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=args.warmup,
-        seed=args.seed,
+        **run_fields(args),
         empty_prompt_prob=args.empty_prompt_prob,
-        save_every=args.save_every,
-        device=args.device,
     )
     return run_training(parser, train, config, time_limit_s=args.time_limit, log=args.log)
 

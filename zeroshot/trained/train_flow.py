@@ -34,7 +34,6 @@ import torch
 from zeroshot.trained import flow_adapter as fa
 from zeroshot.trained.train_motion import (
     EMBEDDED_MODEL,
-    _parse_frames,
     caption_embeds,
     diffusion_loss,
     encode_prompts,
@@ -42,6 +41,8 @@ from zeroshot.trained.train_motion import (
     load_components,
     optimize,
     resume,
+    add_run_arguments,
+    run_fields,
     run_training,
     save_run,
     warmup_cosine,
@@ -245,19 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", default=defaults.world, choices=WORLDS, help="shapes world of the clips")
     parser.add_argument("--out", default=None, help=f"adapter .safetensors file to write (default: {DEFAULT_OUT})")
     parser.add_argument("--checkpoint", default=None, help=f"resumable checkpoint file ('' for none; default {DEFAULT_CHECKPOINT})")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--frames", type=_parse_frames, default=defaults.frames, help="clip lengths, e.g. 8,16")
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--warmup", type=int, default=defaults.warmup)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_run_arguments(parser, defaults, frames=True)
     parser.add_argument("--hidden", type=int, default=defaults.hidden, help="flow encoder channels")
     parser.add_argument("--injection", choices=fa.INJECTIONS, default=defaults.injection,
                         help="residuals: ControlNet-style skip residuals; attention: OnlyFlow, into every temporal attention")
-    parser.add_argument("--save-every", type=int, default=defaults.save_every)
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many seconds")
-    parser.add_argument("--log", default=None, help="write the loss curve (JSON) here")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1 or args.hidden < 1:
         parser.error("--steps, --batch-size and --hidden must be >= 1")
@@ -268,16 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         out=str(DEFAULT_OUT) if args.out is None else args.out,
         checkpoint=DEFAULT_CHECKPOINT if args.checkpoint is None else args.checkpoint,
         world=args.world,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        frames=args.frames,
-        lr=args.lr,
-        warmup=args.warmup,
-        seed=args.seed,
+        **run_fields(args),
         hidden=args.hidden,
         injection=args.injection,
-        save_every=args.save_every,
-        device=args.device,
     )
     return run_training(parser, train, config, time_limit_s=args.time_limit, log=args.log)
 

@@ -315,6 +315,35 @@ def optimize(
     return step
 
 
+#: The run arguments every trainer takes (`add_run_arguments`), as config fields.
+RUN_FIELDS = ("steps", "batch_size", "lr", "warmup", "seed", "save_every", "device")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, defaults, *, frames: bool = False) -> None:
+    """The arguments every trainer shares, with `defaults` (its config) as defaults: steps,
+    batch size (and clip lengths with `frames`), learning rate and warm-up, seed, how often
+    to checkpoint, device, time limit and loss log."""
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    if frames:
+        parser.add_argument("--frames", type=_parse_frames, default=defaults.frames, help="clip lengths, e.g. 8,16")
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--save-every", type=int, default=defaults.save_every)
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many seconds")
+    parser.add_argument("--log", default=None, help="write the loss curve (JSON) here")
+
+
+def run_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields of `add_run_arguments`' arguments (with --frames where given)."""
+    fields = {name: getattr(args, name) for name in RUN_FIELDS}
+    if hasattr(args, "frames"):
+        fields["frames"] = args.frames
+    return fields
+
+
 def run_training(parser: argparse.ArgumentParser, train_fn, config, *, time_limit_s: float | None,
                  log: str | None) -> int:
     """A trainer's command: `train_fn(config)`; a ValueError is the parser's one-line error;
@@ -458,20 +487,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: weights/shapes_motion.safetensors; shapes_<design>.safetensors for other designs)")
     parser.add_argument("--checkpoint", default=None,
                         help="resumable checkpoint file ('' for none; default under /tmp/zeroshot-motion/)")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--frames", type=_parse_frames, default=defaults.frames, help="clip lengths, e.g. 8,16")
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--warmup", type=int, default=defaults.warmup)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_run_arguments(parser, defaults, frames=True)
     parser.add_argument("--max-seq-length", type=int, default=defaults.max_seq_length)
     parser.add_argument("--heads", type=int, default=defaults.num_attention_heads, help="motion attention heads")
     parser.add_argument("--transformer-layers", type=int, default=defaults.transformer_layers)
-    parser.add_argument("--save-every", type=int, default=defaults.save_every)
-    parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--workers", type=int, default=defaults.workers, help="data loader processes")
-    parser.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many seconds")
-    parser.add_argument("--log", default=None, help="write the loss curve (JSON) here")
     args = parser.parse_args(argv)
     if args.design == "list":
         print("\n".join(zoo.DESIGNS))
@@ -490,17 +510,10 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model if args.model or args.world == "v1" else str(EMBEDDED_MODEL_V2),
         out=out if args.out is None else args.out,
         checkpoint=checkpoint if args.checkpoint is None else args.checkpoint,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        frames=args.frames,
-        lr=args.lr,
-        warmup=args.warmup,
-        seed=args.seed,
+        **run_fields(args),
         max_seq_length=args.max_seq_length,
         num_attention_heads=args.heads,
         transformer_layers=args.transformer_layers,
-        save_every=args.save_every,
-        device=args.device,
         workers=args.workers,
         design=args.design,
         options=dict(args.option),

@@ -124,25 +124,28 @@ def measure(frames: np.ndarray, prompt: str, clip, control_edges, camera) -> dic
     return row
 
 
-def variants(controlnet: str, num_frames: int) -> dict[str, tuple]:
-    """name -> (recipe, kind): kind "control" takes the clip's edges, "edit" edits the clip."""
+def variants(controlnet: str, num_frames: int, scales: tuple[float, ...] = (1.0,)) -> dict[str, tuple]:
+    """name -> (recipe, kind): kind "control" takes the clip's edges, "edit" edits the clip;
+    the ControlNet rows once per conditioning scale."""
     from zeroshot.recipe import METHODS, ControlNet, Edit, Recipe
 
-    cn = ControlNet(models=(controlnet,))
     conditioned = METHODS["controlnet"]
-    out = {
-        "controlnet (paper: shared latent, cross-frame)": (replace(conditioned, controlnet=cn), "control"),
-        "controlnet per frame (i.i.d. noise, no cross-frame)": (Recipe(method="t2i", controlnet=cn), "control"),
-        "no controlnet (shared latent, cross-frame)": (replace(conditioned, controlnet=None), "control"),
-    }
+    out = {}
+    for scale in scales:
+        cn = ControlNet(models=(controlnet,), scales=(scale,))
+        out[f"controlnet x{scale:g} (paper: shared latent, cross-frame)"] = (replace(conditioned, controlnet=cn), "control")
+        out[f"controlnet x{scale:g} per frame (i.i.d. noise, no cross-frame)"] = (Recipe(method="t2i", controlnet=cn), "control")
+    out["no controlnet (shared latent, cross-frame)"] = (replace(conditioned, controlnet=None), "control")
     for strength in (0.4, 0.6, 0.8):
         out[f"edit strength {strength}"] = (replace(METHODS["edit"], edit=Edit(strength=strength)), "edit")
-    out["edit strength 0.8 + controlnet on input edges"] = (
-        replace(METHODS["edit"], edit=Edit(strength=0.8), controlnet=cn), "edit")
+    for scale in scales:
+        out[f"edit strength 0.8 + controlnet x{scale:g} on input edges"] = (
+            replace(METHODS["edit"], edit=Edit(strength=0.8), controlnet=ControlNet(models=(controlnet,), scales=(scale,))),
+            "edit")
     return {name: (replace(recipe, num_frames=num_frames), kind) for name, (recipe, kind) in out.items()}
 
 
-def run(model, clips, paths, controlnet: str, num_frames: int, seed: int) -> tuple[dict, dict]:
+def run(model, clips, paths, controlnet: str, num_frames: int, seed: int, scales=(1.0,)) -> tuple[dict, dict]:
     """Rows per variant and the first clips' frames (for the sheet)."""
     import torch
 
@@ -153,7 +156,7 @@ def run(model, clips, paths, controlnet: str, num_frames: int, seed: int) -> tup
     edits = [edit_caption(clip, rng) for clip in clips]
     rows: dict[str, list[dict]] = {}
     shown: dict[str, list[np.ndarray]] = {}
-    for name, (recipe, kind) in variants(controlnet, num_frames).items():
+    for name, (recipe, kind) in variants(controlnet, num_frames, scales).items():
         log.info("%s ...", name)
         rows[name], shown[name] = [], []
         for i, (clip, path) in enumerate(zip(clips, paths)):
@@ -203,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="shapes-v2")
     parser.add_argument("--controlnet", default=None,
                         help="edge ControlNet (default: the model's own, zeroshot.json controlnet.models)")
+    parser.add_argument("--scales", default="1", help="ControlNet conditioning scales, comma-separated (default 1)")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="folder of control.md and control_sheet.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -220,13 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         if not names:
             raise SystemExit(f"model {model.model_id} names no ControlNet of its own; pass --controlnet PATH")
         controlnet = str(Path(model.path) / names[0])
+    scales = tuple(float(v) for v in args.scales.split(","))
     started = time.perf_counter()
     results = {}
     for label, patterned in (("plain backgrounds", False), ("patterned backgrounds", True)):
         clips = source_clips(args.videos, args.frames, args.seed, patterned=patterned)
         with tempfile.TemporaryDirectory() as tmp:
             paths = [write_video(clip.frames, Path(tmp) / f"clip{i:02d}.png") for i, clip in enumerate(clips)]
-            results[label] = (clips, *run(model, clips, paths, controlnet, args.frames, args.seed))
+            results[label] = (clips, *run(model, clips, paths, controlnet, args.frames, args.seed, scales))
     total = time.perf_counter() - started
 
     out = Path(args.out)

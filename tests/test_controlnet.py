@@ -343,10 +343,14 @@ def test_a_model_folder_names_its_own_controlnet(sd_setup, tiny_sd, tmp_path):
     card = folder / "zeroshot.json"
     data = json.loads(card.read_text()) if card.is_file() else {}
     data.setdefault("defaults", {})["controlnet.models"] = ["controlnet_canny"]
+    data["defaults"]["controlnet.scales"] = [1.5]
     card.write_text(json.dumps(data))
     model = models.load(str(folder))
     recipe = replace(_recipe("unused", video), controlnet=ControlNet(signals=(f"canny:{video}",)))
-    assert prepare_recipe(model, recipe).controlnet.models == (str(folder / "controlnet_canny"),)
+    own = prepare_recipe(model, recipe).controlnet
+    assert own.models == (str(folder / "controlnet_canny"),) and own.scales == (1.5,)  # with its recommended scale
+    mine = replace(recipe, controlnet=ControlNet(signals=(f"canny:{video}",), scales=(0.5,)))
+    assert prepare_recipe(model, mine).controlnet.scales == (0.5,)  # a scale given wins
     given = prepare_recipe(model, _recipe(cn_path, video))
     assert given.controlnet.models == (str(cn_path),)  # a ControlNet given wins
     assert prepare_recipe(model, replace(recipe, controlnet=None)).controlnet is None  # no request, no ControlNet
@@ -356,3 +360,35 @@ def test_a_model_folder_names_its_own_controlnet(sd_setup, tiny_sd, tmp_path):
     assert rc == 0
     written = json.loads(out.with_suffix(".json").read_text())["recipe"]
     assert written["method"] == "controlnet" and written["controlnet"]["models"] == [str(folder / "controlnet_canny")]
+
+
+@pytest.mark.slow
+def test_the_embedded_model_ships_an_edge_controlnet_that_it_follows(tmp_path):
+    """The default model names its own edge ControlNet (zeroshot.json `controlnet.models`, in
+    its folder, <= 10 MB), so `--control canny:CLIP` works offline with nothing else; its videos
+    follow the control edges far more than the same recipe without it (held-out world-v2 clips
+    on plain backgrounds, where edges are the object's outline alone; bench/control.py measures
+    16 clips per table)."""
+    from zeroshot.io import write_video
+    from zeroshot.metrics import edge_f_score
+    from zeroshot.recipe import METHODS
+    from zeroshot.shapes import world
+
+    model = models.load()
+    names = model.defaults["controlnet.models"]
+    folder = models.EMBEDDED_MODELS["shapes-v2"] / names[0]
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 10 * 2**20
+    combos = sorted(c for c in world.HELD_OUT_V2 if c[3] == "plain")
+    rng = np.random.default_rng(7)
+    scores = {"with": [], "without": []}
+    for i in (3, 40):
+        shape, fg, bg, pattern = combos[i]
+        scene = world.sample_scene_v2(rng, pattern=pattern, shape=shape, fg=fg, bg=bg)
+        clip = world.render_video(scene, world.sample_motion_v2(rng, "translate"), 4)
+        path = write_video(torch.from_numpy(clip.frames), tmp_path / f"clip{i}.png")
+        edges = control.canny(torch.from_numpy(clip.frames))
+        conditioned = replace(METHODS["controlnet"], num_frames=4, controlnet=ControlNet(signals=(f"canny:{path}",)))
+        for key, recipe in (("with", conditioned), ("without", replace(conditioned, controlnet=None))):
+            frames = generate(model, clip.caption, recipe, seed=i, progress=False).frames[0]
+            scores[key].append(edge_f_score(control.canny(frames), edges)["edge_f"])
+    assert np.mean(scores["with"]) >= np.mean(scores["without"]) + 0.25, scores

@@ -78,14 +78,18 @@ def base_signature(model):
 def with_model_controlnets(model, recipe):
     """`recipe` with the model's own ControlNets (its zeroshot.json `controlnet.models`,
     relative to the model folder) where it asks for ControlNet conditioning and names none:
-    the embedded model ships an edge ControlNet, so `--control canny:clip.mp4` alone works."""
+    the embedded model ships an edge ControlNet, so `--control canny:clip.mp4` alone works.
+    Their recommended conditioning scales (`controlnet.scales`) come with them unless the
+    recipe gives its own."""
     cn = recipe.controlnet
-    names = (getattr(model, "defaults", None) or {}).get("controlnet.models")
+    defaults = getattr(model, "defaults", None) or {}
+    names = defaults.get("controlnet.models")
     if cn is None or cn.models or not names:
         return recipe
     root = getattr(model, "path", None)
     paths = tuple(str(p if p.is_absolute() or root is None else Path(root) / p) for p in map(Path, names))
-    return replace(recipe, controlnet=replace(cn, models=paths))
+    scales = cn.scales or tuple(float(v) for v in defaults.get("controlnet.scales", ()))
+    return replace(recipe, controlnet=replace(cn, models=paths, scales=scales))
 
 
 def check_inputs(model, recipe) -> None:

@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--controlnet", default=None,
                         help="edge ControlNet (default: the model's own, zeroshot.json controlnet.models)")
     parser.add_argument("--scales", default="1", help="ControlNet conditioning scales, comma-separated (default 1)")
+    parser.add_argument("--backgrounds", choices=("both", "plain", "patterned"), default="both",
+                        help="which tables to make (default both)")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="folder of control.md and control_sheet.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -227,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     scales = tuple(float(v) for v in args.scales.split(","))
     started = time.perf_counter()
     results = {}
-    for label, patterned in (("plain backgrounds", False), ("patterned backgrounds", True)):
+    kinds = (("plain backgrounds", False), ("patterned backgrounds", True))
+    for label, patterned in (k for k in kinds if args.backgrounds in ("both", k[0].split()[0])):
         clips = source_clips(args.videos, args.frames, args.seed, patterned=patterned)
         with tempfile.TemporaryDirectory() as tmp:
             paths = [write_video(clip.frames, Path(tmp) / f"clip{i:02d}.png") for i, clip in enumerate(clips)]

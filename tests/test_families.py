@@ -296,8 +296,9 @@ def test_smoothing_with_a_mask_video_on_video_families(folders, name, tmp_path):
 def test_embedded_models_are_addressable_by_name(tmp_path, capsys):
     from zeroshot.cli import main
 
-    assert models.peek("shapes") == models.peek(None)
+    assert models.peek("shapes-v2") == models.peek(None)  # v2 is the default
     assert models.peek("shapes").model_id == "zeroshot/shapes"
+    assert models.peek(None).model_id == "zeroshot/shapes-v2"
     rc = main(["generate", "a red circle on a blue background", "--model", "shapes-v9", "--out", str(tmp_path / "o.mp4")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "shapes, shapes-v2" in err

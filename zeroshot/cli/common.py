@@ -74,7 +74,7 @@ def pair_arg(text: str) -> tuple[float, float]:
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """--model, --model-config, --allow-pickle, --lora, --device, --dtype, --offload, --vae-tiling."""
     p.add_argument("--model", default=None, help="diffusers folder (sd, sdxl, animatediff, unet3d, svd, cogvideox, wan), embedded name (shapes, shapes-v2), "
-                   ".safetensors file or hub id (default: shapes)")
+                   ".safetensors file or hub id (default: shapes-v2)")
     p.add_argument("--model-config", default=None, help="local diffusers folder with configs for a single file")
     p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin pickle checkpoints")
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",

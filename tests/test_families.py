@@ -56,6 +56,8 @@ def _contract_recipes(family) -> list[Recipe]:
     prior = apply_override(get_method("pyoco-mixed"), "windows.length", 2)
     freeinit = discrete and not getattr(family, "zero_terminal_snr", False)
     recipes.append(apply_override(prior, "freeinit.iterations", 2) if freeinit else prior)
+    if family.family == "animatediff":  # GenTron's motion-free guidance: the motion modules on and off
+        recipes.append(apply_override(get_method("animatediff"), "animatediff.motion_free_scale", 1.5))
     return recipes
 
 

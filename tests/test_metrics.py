@@ -165,6 +165,20 @@ def test_motion_error_sees_wrong_direction_and_missing_motion():
     assert none["speed_px"] == pytest.approx(right["speed_px"])
 
 
+def test_heading_steadiness_reads_straight_reversing_and_random_paths():
+    from zeroshot.shapes.metrics import heading_steadiness, shapes_metrics
+
+    straight = np.tile([[1.5, -0.5]], (7, 1))
+    assert heading_steadiness(straight) == pytest.approx(1.0)
+    assert heading_steadiness(straight * np.array([[1], [-1]] * 3 + [[1]])) == pytest.approx(-1.0)
+    walk = np.random.default_rng(0).normal(size=(4000, 2)) * 3
+    assert abs(heading_steadiness(walk)) < 0.05
+    assert np.isnan(heading_steadiness(np.zeros((7, 2))))  # nothing moves: no direction to read
+    assert np.isnan(heading_steadiness(straight[:1]))
+    for video in _world_videos("translate", 4, seed=2):  # the world's translations are straight
+        assert shapes_metrics(video.frames, video.caption)["heading"] > 0.95, video.caption
+
+
 def test_still_and_zooming_ground_truth_are_aligned_and_consistent():
     from zeroshot.shapes.metrics import shapes_metrics
 

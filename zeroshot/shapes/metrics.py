@@ -118,6 +118,27 @@ def _background_change(video: np.ndarray, masks: list[np.ndarray]) -> float:
     return float(np.mean(changes)) if changes else float("nan")
 
 
+#: Steps shorter than this (px) have no direction worth reading (detector jitter).
+HEADING_MIN_STEP = 0.5
+
+
+def heading_steadiness(steps: np.ndarray, min_step: float = HEADING_MIN_STEP) -> float:
+    """Mean cosine between consecutive centroid steps (f-1, 2) that both move ≥ `min_step` px.
+
+    1 = a straight path (the world's translations), -1 = reversing every frame, ~0 = a random
+    walk; NaN when fewer than two consecutive steps move.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    if len(steps) < 2:
+        return float("nan")
+    a, b = steps[:-1], steps[1:]
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    ok = np.isfinite(na) & np.isfinite(nb) & (na >= min_step) & (nb >= min_step)
+    if not ok.any():
+        return float("nan")
+    return float(np.mean((a[ok] * b[ok]).sum(axis=1) / (na[ok] * nb[ok])))
+
+
 def shapes_metrics(frames: Any, prompt: str, motion: Any = None) -> dict[str, float]:
     """Alignment, consistency, motion and background metrics of a shapes-world video.
 
@@ -160,6 +181,7 @@ def shapes_metrics(frames: Any, prompt: str, motion: Any = None) -> dict[str, fl
     steps = np.diff(centroids, axis=0)  # (f-1, 2)
     step_ok = np.isfinite(steps).all(axis=1)
     speed = float(np.linalg.norm(steps[step_ok], axis=1).mean()) if step_ok.any() else float("nan")
+    heading = heading_steadiness(steps)
 
     motion_error = requested_speed = along = float("nan")
     if motion is not None and found(detections[0]):
@@ -180,6 +202,7 @@ def shapes_metrics(frames: Any, prompt: str, motion: Any = None) -> dict[str, fl
         "size_change": size_change,
         "detected_fraction": float(np.mean([found(d) for d in detections])),
         "speed_px": speed,
+        "heading": heading,
         "motion_error": motion_error,
         "requested_speed_px": requested_speed,
         "along_px": along,

@@ -7,7 +7,8 @@ was trained on), per-frame text-to-image (no motion module), AnimateDiff with th
 embedded motion module and, with `--lora`, both again on the LoRA-personalised model
 (the same motion module, not retrained). Every video goes through
 `zeroshot.shapes.metrics.shapes_metrics`; the table gives the means (± standard errors
-over videos): detected centroid speed (px/frame), identity consistency, prompt alignment,
+over videos): detected centroid speed (px/frame), heading steadiness (mean cosine between
+consecutive steps: 1 = straight), identity consistency, prompt alignment,
 relative size change and, with `--lora`, the score of the LoRA's style (`personalise.STYLES`, read from the file's
 metadata: ~0 for the base model, ~1 for the style) on every row.
 """
@@ -24,7 +25,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("speed_px", "consistency", "alignment", "size_change", "fg_accuracy", "shape_accuracy")
+COLUMNS = ("speed_px", "heading", "consistency", "alignment", "size_change", "fg_accuracy", "shape_accuracy")
 
 
 def world_videos(prompts: list[str], num_frames: int, seeds: int, *, size: int = 64, style=None) -> list[tuple[str, np.ndarray]]:

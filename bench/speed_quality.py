@@ -3,8 +3,8 @@
 The reference is diffusers' `TextToVideoZeroPipeline` at its default 50 DDIM steps on the
 same weights (same process). Every zeroshot configuration is T2V-Zero with the model's own
 motion request (warp steps `motion.t0`/`t1` mapped to each step count by
-`recipe.scaled_warp_steps`), with fewer steps (DPM-Solver++), step caching
-(`recipe.step_cache`) and token merging (`recipe.token_merge`). Videos are the shapes
+`recipe.scaled_warp_steps`), with fewer steps (DPM-Solver++, UniPC), step caching
+(`recipe.step_cache`, also of the later steps only) and token merging (`recipe.token_merge`). Videos are the shapes
 world's held-out captions, one seed each; the configurations run round-robin per video, so
 changes in machine load hit all alike. Quality: alignment, consistency and motion error
 against the requested motion (`zeroshot.shapes.metrics`), mean ± standard error over the
@@ -57,6 +57,7 @@ def configs() -> dict:
     t2v = get_method("t2v-zero")
     ddim = replace(t2v, scheduler="ddim")
     dpm = replace(t2v, scheduler="dpm++")
+    unipc = replace(t2v, scheduler="unipc")
     return {
         REFERENCE: None,
         "zeroshot ddim-50": replace(ddim, num_inference_steps=50),
@@ -69,6 +70,14 @@ def configs() -> dict:
         "dpm++ 10 +tome0.5": replace(dpm, num_inference_steps=10, token_merge=TokenMerge(ratio=0.5)),
         "dpm++ 10 +cache2 +tome0.5": replace(dpm, num_inference_steps=10, step_cache=StepCache(interval=2),
                                              token_merge=TokenMerge(ratio=0.5)),
+        "dpm++ 8": replace(dpm, num_inference_steps=8),
+        "unipc 10": replace(unipc, num_inference_steps=10),
+        "unipc 8": replace(unipc, num_inference_steps=8),
+        "unipc 6": replace(unipc, num_inference_steps=6),
+        # caching only the later steps: the first half decides the layout and runs whole
+        "dpm++ 10 +cache2 late": replace(dpm, num_inference_steps=10, step_cache=StepCache(interval=2, start=0.5)),
+        "dpm++ 20 +cache3 late": replace(dpm, num_inference_steps=20, step_cache=StepCache(interval=3, start=0.3)),
+        "unipc 8 +cache2 late": replace(unipc, num_inference_steps=8, step_cache=StepCache(interval=2, start=0.5)),
     }
 
 

@@ -73,6 +73,35 @@ def test_full_and_cached_calls_follow_the_interval(tiny_model):
     assert torch.equal(again, plain[0]) and torch.equal(same, plain[0])
 
 
+def test_start_keeps_the_first_steps_whole(tiny_model):
+    """StepCache(start=s): the first ceil(s x steps) steps run the whole UNet, then the interval
+    applies; so caching only the later steps leaves the early latents exactly uncached."""
+    unet = tiny_model.unet
+    x = torch.randn(2, 4, 8, 8)
+    e = torch.randn(2, 77, 32)
+    with torch.no_grad(), step_cache(unet, interval=3) as state:
+        state.full_until = 4
+        for index in range(7):
+            state.begin_step(index)
+            unet(x, 500 - 50 * index, encoder_hidden_states=e)
+        assert (state.full_calls, state.cached_calls) == (5, 2)  # 0-3 whole, 4-5 cached, 6 whole
+
+    seen = {}
+
+    def keep(i, t, latents):
+        seen.setdefault(len(seen), latents.clone())
+
+    recipe = replace(RECIPE, method="t2i", motion=None, cross_frame=None)
+    plain, late = [], []
+    generate(tiny_model, "a red cat", recipe, callback=lambda i, t, x: plain.append(x.clone()), progress=False)
+    generate(tiny_model, "a red cat", replace(recipe, step_cache=StepCache(interval=2, start=0.5)),
+             callback=lambda i, t, x: late.append(x.clone()), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(plain[:4], late[:4]))  # ceil(0.5 x 7) = 4 whole steps
+    assert not torch.equal(plain[-1], late[-1])
+    with pytest.raises(RecipeError, match=r"start must be in \[0, 1\)"):
+        validate(replace(RECIPE, step_cache=StepCache(start=1.0)))
+
+
 def test_chunks_share_the_cache(tiny_model):
     cached = replace(RECIPE, num_frames=7, step_cache=StepCache(interval=2))
     whole = generate(tiny_model, "a red cat", cached, num_videos=2, progress=False).frames

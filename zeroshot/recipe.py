@@ -147,10 +147,12 @@ class StepCache:
     zeroshot.techniques.step_cache): every `interval` steps the UNet runs whole and the output
     of its deep part (below the `branch`-th resolution level) is kept; the steps between
     recompute only the shallow levels 0..`branch` around that kept feature. interval=1 is
-    the uncached run."""
+    the uncached run. The first `start` share of the schedule always runs whole (the early
+    steps decide the layout; caching only the later ones keeps it)."""
 
     interval: int = 3
     branch: int = 0
+    start: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ SCHEDULER_CLASSES = {
     "euler": "EulerDiscreteScheduler",
     "euler-ancestral": "EulerAncestralDiscreteScheduler",
     "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
 }
 SCHEDULERS = ("auto",) + tuple(SCHEDULER_CLASSES)
 

@@ -20,6 +20,7 @@ The kept features grow with the video's frames: with chunks, memory is no longer
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ class CacheState:
     (`slot`) the input shape, the kept deep feature and the placeholders' shapes."""
 
     interval: int = 1
+    full_until: int = 0
     full_step: bool = True
     full_call: bool = True
     slot: int = -1
@@ -43,10 +45,11 @@ class CacheState:
     cached_calls: int = 0
 
     def begin_step(self, index: int) -> None:
-        """A new denoising step at schedule index `index`: full every `interval` steps from the
-        last full one (and whenever the schedule starts again)."""
+        """A new denoising step at schedule index `index`: full before `full_until`, then every
+        `interval` steps from the last full one (and whenever the schedule starts again)."""
         last = self.last_full
-        self.full_step = last is None or index <= last or index - last >= self.interval
+        self.full_step = (last is None or index <= last or index - last >= self.interval
+                          or index < self.full_until)
         if self.full_step:
             self.last_full = index
         self.slot = -1
@@ -141,6 +144,8 @@ def check(recipe, family) -> None:
         raise RecipeError(f"step_cache.interval must be >= 1, got {c.interval}")
     if c.branch < 0:
         raise RecipeError(f"step_cache.branch must be >= 0, got {c.branch}")
+    if not 0.0 <= c.start < 1.0:
+        raise RecipeError(f"step_cache.start must be in [0, 1), got {c.start}")
     if "unet" not in family.component_names():
         raise RecipeError(
             f"step_cache: {family.family} models denoise with a transformer; step caching reuses a UNet's deep levels"
@@ -161,6 +166,7 @@ def apply(run) -> None:
     def model_fn(x, t, cond):
         steps = run.timesteps
         hit = (steps == t).nonzero() if steps is not None else []
+        state.full_until = math.ceil(c.start * len(steps)) if steps is not None else 0
         state.begin_step(int(hit[0]) if len(hit) else 0)
         return inner(x, t, cond)
 

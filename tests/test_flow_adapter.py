@@ -240,6 +240,25 @@ def test_generate_with_a_zero_adapter_equals_animatediff_and_a_trained_one_acts(
     assert tiny_model.residuals_fn is None  # the hook is gone
 
 
+def test_an_image_is_frame_0_and_the_adapter_moves_the_rest(tiny_model, files, tmp_path):
+    """Image-to-video with motion through the adapter (techniques.image_anchor): frame 0 is the
+    image (up to the VAE) whatever the adapter, and an acting adapter changes the other frames."""
+    from zeroshot.families.sd import encode_frames
+    from zeroshot.generate import generate
+    from zeroshot.techniques.t2v_zero import image_frame
+    from zeroshot.testing import write_test_image
+
+    image = str(write_test_image(tmp_path / "in.png", size=(32, 32)))
+    zero = generate(tiny_model, "a red circle", replace(_recipe(files["mm"], files["zero"]), image=image), seed=1,
+                    progress=False)
+    acting = generate(tiny_model, "a red circle", replace(_recipe(files["mm"], files["acting"]), image=image), seed=1,
+                      progress=False)
+    want = tiny_model.decode(encode_frames(tiny_model.vae, image_frame(zero.recipe)[None]))[0, 0]
+    for result in (zero, acting):
+        assert torch.allclose(result.frames[0, 0], want, atol=1e-4)
+    assert float((acting.frames[0, 1:] - zero.frames[0, 1:]).abs().max()) > 1e-3
+
+
 def test_recipe_checks(tiny_model, files):
     from zeroshot.generate import prepare_recipe
     from zeroshot.recipe import RecipeError

@@ -92,13 +92,60 @@ def test_embedded_model_follows_the_translation_from_the_image(tmp_path):
     "recipe,needle",
     [
         (Recipe(method="t2i", **SMALL), "--method t2v-zero"),
-        (replace(get_method("t2v-zero"), motion=Motion(dynamics=False), **SMALL), "dynamics"),
+        (Recipe(method="t2i", motion=Motion(translate=(2.0, 0.0), dynamics=False),
+                noise=replace(get_method("t2i").noise, prior="flow-warped"), **SMALL), "cross-frame attention"),
     ],
 )
-def test_image_without_t2v_zero_motion_is_refused(tiny_model, image, recipe, needle):
+def test_image_without_anything_carrying_it_to_the_other_frames_is_refused(tiny_model, image, recipe, needle):
     with pytest.raises(RecipeError, match=needle) as info:
         prepare_recipe(tiny_model, replace(recipe, image=image))
     assert "\n" not in str(info.value)
+
+
+# --- without T2V-Zero's warp: frame 0 held to the image (techniques/image_anchor.py) --------
+
+
+def _anchor_recipes(tiny_model, tmp_path):
+    """Recipes that hold frame 0 to the image without the warp: cross-frame attention with the
+    dynamics off, and AnimateDiff's motion modules (an acting tiny module) with no motion."""
+    from zeroshot.recipe import METHODS, AnimateDiff, CrossFrame
+    from zeroshot.trained.animatediff import save_motion_adapter
+    from zeroshot.trained.inflate import new_motion_adapter
+
+    mm = save_motion_adapter(new_motion_adapter(tiny_model.unet, seed=3, max_seq_length=8, zero_init=False),
+                             tmp_path / "mm.safetensors")
+    return {
+        "cross-frame": Recipe(method="t2i", cross_frame=CrossFrame(), motion=Motion(translate=(2.0, 0.0), dynamics=False),
+                              noise=replace(get_method("t2i").noise, prior="flow-warped"), **SMALL),
+        "animatediff": replace(METHODS["animatediff"], animatediff=AnimateDiff(adapter=str(mm)), **SMALL),
+    }
+
+
+@pytest.mark.parametrize("which", ["cross-frame", "animatediff"])
+def test_frame_0_is_held_to_the_image_without_the_warp(tiny_model, image, tmp_path, which):
+    recipe = _anchor_recipes(tiny_model, tmp_path)[which]
+    result = generate(tiny_model, "a red cat", replace(recipe, image=image), seed=3, num_videos=2, progress=False)
+    want = reconstruction(tiny_model, result.recipe)
+    plain = generate(tiny_model, "a red cat", recipe, seed=3, num_videos=2, progress=False)
+    for video, free in zip(result.frames, plain.frames):
+        assert torch.allclose(video[0], want, atol=1e-4)
+        assert (video[1:] - free[1:]).abs().max() > 1e-3  # the others see the image through the run
+        assert (video[1] - video[0]).abs().mean() > 1e-3
+
+
+def test_an_animatediff_folder_takes_an_image_as_frame_0(tmp_path, image):
+    """An AnimateDiff pipeline folder (its own motion modules): the image is frame 0 held through
+    its sampling, and frame 0 of T2V-Zero's motion with the dynamics on."""
+    from zeroshot import models
+    from zeroshot.testing import build_animatediff_folder
+
+    model = models.load(str(build_animatediff_folder(tmp_path / "ad")))
+    for recipe in (Recipe(method="animatediff", **SMALL),
+                   replace(get_method("animatediff"), motion=Motion(translate=(4.0, 0.0)), **SMALL)):
+        result = generate(model, "a red cat", replace(recipe, image=image), seed=2, progress=False)
+        free = generate(model, "a red cat", recipe, seed=2, progress=False)
+        assert torch.allclose(result.frames[0, 0], reconstruction(model, result.recipe), atol=1e-4)
+        assert (result.frames[0, 1:] - free.frames[0, 1:]).abs().max() > 1e-3
 
 
 def test_an_unreadable_image_is_refused(tiny_model, tmp_path):

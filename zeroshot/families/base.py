@@ -282,15 +282,11 @@ def family_recipe(family, recipe):
     if recipe.image is not None and not takes_image(family) and family.family not in IMAGE_FAMILIES:
         raise RecipeError(
             f"image: {family.family} models generate from text; an input image needs an image-to-video model (svd) "
-            f"or, on {'/'.join(IMAGE_FAMILIES)} models, --method t2v-zero"
+            f"or a {'/'.join(IMAGE_FAMILIES)} model (frame 0 of --method t2v-zero or of motion modules)"
         )
-    motion = recipe.motion
-    if recipe.image is not None and family.family in IMAGE_FAMILIES and (motion is None or not motion.dynamics):
-        # here, with the model's family known (validate() without one assumes sd)
-        raise RecipeError(
-            f"image: on {family.family} models the input image becomes frame 0 of T2V-Zero's motion; "
-            "use --method t2v-zero (motion dynamics on, e.g. --motion X,Y)"
-        )
+    from zeroshot.techniques.image_anchor import check_carried
+
+    check_carried(recipe, family)  # here, with the model's family known (validate() without one assumes sd)
     for part in FAMILY_PARTS:
         if getattr(recipe, part) is not None and family.family != part:
             from zeroshot.families import FAMILY_CLASSES

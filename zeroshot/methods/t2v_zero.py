@@ -55,6 +55,18 @@ def noised(scheduler, x0: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
     return x / abar**0.5 if init_noise_sigma(scheduler) > 1.0 else x
 
 
+def held_frame(scheduler, x0: torch.Tensor, eps: torch.Tensor):
+    """`fn(i) -> frame 0` for a frame held to clean latents `x0` (b, c, 1, h, w): at the start of
+    schedule step `i` it is `x0` noised to that step's timestep with unit noise `eps`, after the
+    last step `x0` itself."""
+    timesteps = scheduler.timesteps
+
+    def at(i: int) -> torch.Tensor:
+        return x0 if i >= len(timesteps) else noised(scheduler, x0, eps, timesteps[i])
+
+    return at
+
+
 def sample(
     eps_fn: EpsFn,
     scheduler,
@@ -114,11 +126,7 @@ def _sample_from_image(eps_fn, scheduler, noise, image_latents, i_T, i_Tp, warp_
     b, c, f, h, w = noise.shape
     timesteps = scheduler.timesteps
     eps0 = noise[:, :, :1] / init_noise_sigma(scheduler)  # frame 0's unit noise  # b c 1 h w
-    x0 = image_latents.to(noise.dtype).expand(b, c, 1, h, w)
-
-    def frame0_at(i: int) -> torch.Tensor:
-        """Frame 0 at the start of schedule step `i` (clean after the last step)."""
-        return x0 if i >= len(timesteps) else noised(scheduler, x0, eps0, timesteps[i])
+    frame0_at = held_frame(scheduler, image_latents.to(noise.dtype).expand(b, c, 1, h, w), eps0)
 
     x_T = frame0_at(i_T)
     if f > 1:

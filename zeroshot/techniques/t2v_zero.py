@@ -16,8 +16,9 @@ from zeroshot.recipe import RecipeError, scaled_warp_steps
 from zeroshot.sampling import SCHEDULER_CLASSES, init_noise_sigma, make_scheduler
 
 
-#: Text-to-image families whose input image becomes frame 0 of the motion (one VAE latent per frame).
-IMAGE_FAMILIES = ("sd", "sdxl")
+#: Families whose input image becomes frame 0 (one VAE latent per frame): of T2V-Zero's motion, or
+#: held without it (`techniques.image_anchor`).
+IMAGE_FAMILIES = ("sd", "sdxl", "animatediff")
 
 
 def check(recipe, family) -> None:

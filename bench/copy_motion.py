@@ -16,7 +16,8 @@ never given to the generator). Scores, mean ± standard error over videos:
 - **step error** (px/frame): per-frame displacement against the reference's;
 - **flow ObjMC** (px): the same distance for where the DIS flow itself takes frame 0's
   centroid (`requested_track`) — what the request asks, before any generator;
-- consistency and alignment of the generated video (`shapes_metrics`).
+- consistency and alignment of the generated video (`shapes_metrics`), and of the preview
+  (the same method and seed with nothing requested), for "no worse than without motion".
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ _spec.loader.exec_module(drag_check)
 
 #: the flow-check variants that follow a request (no "no request" rows)
 VARIANTS = {name: v for name, v in flow_check.VARIANTS.items() if v[1].get("motion") != "off"}
-KEYS = ("objmc", "step_error", "flow_objmc", "consistency", "alignment")
+KEYS = ("objmc", "step_error", "flow_objmc", "consistency", "alignment", "still_consistency", "still_alignment")
 
 
 def reference_scene(prompt: str, found, size: int) -> world.Scene:
@@ -136,8 +137,9 @@ def main(argv=None) -> int:
     jobs = [(p, s) for s in range(args.seeds) for p in captions][: args.videos]
     results: dict = {"model": model.model_id, "videos": len(jobs), "speed": args.speed, "variants": {}}
     print(f"{model.model_id}, {len(jobs)} videos, motion copied from a world video ({args.speed} px/frame)")
-    print("| variant | ObjMC (px) | step error (px/frame) | DIS flow ObjMC (px) | consist | align | s/video |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| variant | ObjMC (px) | step error (px/frame) | DIS flow ObjMC (px) | consist | align | "
+          "consist, no motion | align, no motion | s/video |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for name, method, overrides in chosen:
             preview_recipe = drag_check.recipe_for(
@@ -156,7 +158,10 @@ def main(argv=None) -> int:
                 recipe = drag_check.recipe_for(model, method, overrides,
                                                {"motion.from_video": str(folder), "motion.translate": "0,0"}, args.set)
                 video = generate(model, prompt, recipe, seed=seed, progress=False).frames[0]
-                rows.append(measure(video, prompt, reference, recipe))
+                row = measure(video, prompt, reference, recipe)
+                still = shapes_metrics(preview, prompt)  # the same method and seed, nothing requested
+                row.update(still_consistency=still["consistency"], still_alignment=still["alignment"])
+                rows.append(row)
             stats = {key: mean_and_sem([r.get(key, math.nan) for r in rows]) for key in KEYS}
             seconds = (time.perf_counter() - start) / max(1, len(jobs)) / 2
             results["variants"][name] = {"rows": rows, "videos": len(rows), "seconds": seconds, "summary": stats}
@@ -166,7 +171,7 @@ def main(argv=None) -> int:
                 return f"{m:.2f} ± {s:.2f}"
 
             print(f"| {name} | {cell('objmc')} | {cell('step_error')} | {cell('flow_objmc')} | {cell('consistency')} | "
-                  f"{cell('alignment')} | {seconds:.1f} |", flush=True)
+                  f"{cell('alignment')} | {cell('still_consistency')} | {cell('still_alignment')} | {seconds:.1f} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
     return 0

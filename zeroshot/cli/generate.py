@@ -19,8 +19,9 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--method", default=None,
                    help="a method from `zeroshot methods` (default: the model's natural one, t2v-zero for image models)")
     add_model_flags(p)
-    p.add_argument("--image", metavar="PATH", help="input image: frame 0 of image-to-video models (svd), or on sd/sdxl "
-                   "frame 0 of t2v-zero's motion (resized to the output size)")
+    p.add_argument("--image", metavar="PATH", help="input image: frame 0 of image-to-video models (svd), or on "
+                   "sd/sdxl/animatediff frame 0 of t2v-zero's motion, or held as frame 0 for motion modules (a flow "
+                   "adapter) or cross-frame attention (resized to the output size)")
     p.add_argument("--frames", type=int_arg, dest="num_frames")
     p.add_argument("--steps", type=int_arg, dest="num_inference_steps")
     p.add_argument("--guidance", type=float_arg, dest="guidance_scale")

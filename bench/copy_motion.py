@@ -22,7 +22,6 @@ never given to the generator). Scores, mean ± standard error over videos:
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
@@ -50,8 +49,7 @@ _spec = importlib.util.spec_from_file_location("drag_check", Path(__file__).with
 drag_check = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(drag_check)
 
-#: the flow-check variants that follow a request (no "no request" rows)
-VARIANTS = {name: v for name, v in flow_check.VARIANTS.items() if v[1].get("motion") != "off"}
+VARIANTS = drag_check.VARIANTS  # the flow-check variants that follow a request
 KEYS = ("objmc", "step_error", "flow_objmc", "consistency", "alignment", "still_consistency", "still_alignment")
 
 
@@ -120,15 +118,7 @@ def measure(video: torch.Tensor, prompt: str, reference: world.Video, recipe) ->
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="shapes", help="model folder or embedded name (default: shapes, as bench/flow_check.py)")
-    parser.add_argument("--videos", type=int, default=16)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--speed", type=float, default=2.0, help="reference object speed, px/frame")
-    parser.add_argument("--variants", default=None, help="comma-separated subset of " + ", ".join(VARIANTS))
-    parser.add_argument("--flow-adapter", metavar="PATH", help="a trained flow adapter for its variant")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
-    parser.add_argument("--json", help="write the numbers here")
+    parser = drag_check.request_parser(__doc__.split("\n\n")[0], "shapes", "reference object speed, px/frame")
     args = parser.parse_args(argv)
     chosen = flow_check.chosen_variants(args, parser, VARIANTS)
     torch.set_num_threads(1)

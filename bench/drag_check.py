@@ -101,16 +101,22 @@ def measure(video: torch.Tensor, prompt: str, motion) -> dict:
     return row
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="shapes-v2")
+def request_parser(description: str, model: str, speed_help: str) -> argparse.ArgumentParser:
+    """The arguments of the benches that ask each variant for one request per video."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=model, help=f"model folder or embedded name (default: {model})")
     parser.add_argument("--videos", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--speed", type=float, default=2.0, help="drag speed, px/frame")
+    parser.add_argument("--speed", type=float, default=2.0, help=speed_help)
     parser.add_argument("--variants", default=None, help="comma-separated subset of " + ", ".join(VARIANTS))
     parser.add_argument("--flow-adapter", metavar="PATH", help="a trained flow adapter for its variant")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
     parser.add_argument("--json", help="write the numbers here")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = request_parser(__doc__.split("\n\n")[0], "shapes-v2", "drag speed, px/frame")
     args = parser.parse_args(argv)
     chosen = flow_check.chosen_variants(args, parser, VARIANTS)
     torch.set_num_threads(1)

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, method, overrides in chosen:
             preview_recipe = drag_check.recipe_for(
-                model, method, {k: v for k, v in overrides.items() if "flow_adapter" not in k},
+                model, method, overrides,
                 {"motion.translate": "0,0"}, args.set)
             rows, start = [], time.perf_counter()
             for j, (prompt, seed) in enumerate(jobs):

@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     print("| variant | obj ObjMC (px) | obj step err (px/frame) | bg px/frame | bg corr | consist | align | s/video |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, method, overrides in chosen:
-        preview_recipe = recipe_for(model, method, {k: v for k, v in overrides.items() if "flow_adapter" not in k},
+        preview_recipe = recipe_for(model, method, overrides,
                                     {"motion.translate": "0,0"}, args.set)
         rows, start = [], time.perf_counter()
         for prompt, seed in jobs:

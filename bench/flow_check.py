@@ -59,6 +59,7 @@ VARIANTS = {
     "animatediff + t2v-zero warp": ("animatediff", {}),
     # needs --flow-adapter (a trained zeroshot.trained.flow_adapter file)
     "animatediff + flow adapter": ("animatediff", {"animatediff.flow_adapter": "FLOW_ADAPTER", "motion.dynamics": "off"}),
+    "animatediff + t2v-zero warp + flow adapter": ("animatediff", {"animatediff.flow_adapter": "FLOW_ADAPTER"}),
 }
 KEYS = ("motion_error", "along_px", "requested_speed_px", "consistency", "alignment", "objmc", "objmc_lost",
         "objmc_detector")

@@ -403,3 +403,30 @@ def test_modelscope_export_cli(tiny_sd, tmp_path, capsys):
     with pytest.raises(SystemExit):  # the tiny base has head sizes 4 and 8: no exact export
         main([str(path), "--model", str(tiny_sd), "--out", str(tmp_path / "out")])
     assert "one attention head size for every level" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("design", ["modelscope", "video-ldm"])
+def test_the_shipped_zoo_modules_fit_the_v1_model_and_move_it(design):
+    """The two designs shipped (docs/zoo.md: the closest to the training motion at equal budget)
+    record their design and the v1 base, are refused by the v2 model's UNet, and generate on the
+    v1 model a video that is not its per-frame image (4 steps, 4 frames)."""
+    from dataclasses import replace
+
+    from zeroshot.generate import generate
+    from zeroshot.models import load
+    from zeroshot.recipe import METHODS, AnimateDiff
+    from zeroshot.trained.animatediff import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / f"shapes_{design}.safetensors"
+    assert path.is_file() and path.stat().st_size <= 10 * 2**20
+    model = load("shapes")
+    assert zoo.check_file(path, model.unet, design=design)["design"] == design
+    with pytest.raises(ValueError, match="another base model"):
+        zoo.check_file(path, load("shapes-v2").unet)
+    recipe = replace(METHODS["animatediff"], animatediff=AnimateDiff(adapter=str(path)), num_frames=4,
+                     num_inference_steps=4)
+    video = generate(model, "a red circle on a blue background", recipe, seed=0, progress=False)
+    image = generate(model, "a red circle on a blue background", replace(recipe, method="t2i", animatediff=None),
+                     seed=0, progress=False)
+    assert torch.isfinite(video.latents).all()
+    assert float((video.latents - image.latents).abs().max()) > 1e-2

@@ -188,7 +188,7 @@ def test_what_svd_cannot_take_is_one_line(svd_model, image, change, needle):
 
 
 def test_text_families_refuse_an_image_and_svd_settings(tiny_model, image):
-    for change, needle in ((dict(image=image), "frame 0 of T2V-Zero's motion"), (dict(svd=SVDSettings()), "settings of svd")):
+    for change, needle in ((dict(image=image), "the other frames follow it through T2V-Zero's motion"), (dict(svd=SVDSettings()), "settings of svd")):
         with pytest.raises(RecipeError, match=needle):
             prepare_recipe(tiny_model, replace(Recipe(method="t2i", **SMALL), **change))
 

@@ -229,11 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         timed = replace(METHODS["animatediff"], animatediff=AnimateDiff(adapter=str(path)), **base)
         labels = [(design, timed)]
         if design in free_designs:
-            free = replace(timed, animatediff=AnimateDiff(adapter=str(path), motion_free_scale=args.motion_free))
+            free = replace(timed, animatediff=replace(timed.animatediff, motion_free_scale=args.motion_free))
             labels.append((f"{design} + motion-free {args.motion_free:g}", free))
+        params = sum(p.numel() for p in zoo.trainable_parameters(build_model(components["unet"], config)))
         for label, recipe in labels:
-            row = results.update(label, design=design,
-                                 params=sum(p.numel() for p in zoo.trainable_parameters(build_model(components["unet"], config))))
+            row = results.update(label, design=design, params=params)
             if not args.no_timings:
                 timing = recipe
                 if not path.is_file():  # the sampling time does not depend on the weights: time an untrained module

@@ -56,15 +56,19 @@ def noised(scheduler, x0: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
 
 
 def held_frame(scheduler, x0: torch.Tensor, eps: torch.Tensor):
-    """`fn(i) -> frame 0` for a frame held to clean latents `x0` (b, c, 1, h, w): at the start of
-    schedule step `i` it is `x0` noised to that step's timestep with unit noise `eps`, after the
-    last step `x0` itself."""
+    """Frame 0 held to clean latents `x0` (b, c, 1, h, w) with unit noise `eps`, as the pair
+    `(at, hold)`: `at(i)` is `x0` noised to schedule step `i`'s timestep (`x0` itself after the
+    last step); `hold(i, latents)` puts `at(i + 1)` back as frame 0 after step `i` (`denoise`'s
+    `after_step`)."""
     timesteps = scheduler.timesteps
 
     def at(i: int) -> torch.Tensor:
         return x0 if i >= len(timesteps) else noised(scheduler, x0, eps, timesteps[i])
 
-    return at
+    def hold(i: int, latents: torch.Tensor) -> torch.Tensor:
+        return torch.cat([at(i + 1), latents[:, :, 1:]], dim=2)
+
+    return at, hold
 
 
 def sample(
@@ -126,7 +130,7 @@ def _sample_from_image(eps_fn, scheduler, noise, image_latents, i_T, i_Tp, warp_
     b, c, f, h, w = noise.shape
     timesteps = scheduler.timesteps
     eps0 = noise[:, :, :1] / init_noise_sigma(scheduler)  # frame 0's unit noise  # b c 1 h w
-    frame0_at = held_frame(scheduler, image_latents.to(noise.dtype).expand(b, c, 1, h, w), eps0)
+    frame0_at, hold = held_frame(scheduler, image_latents.to(noise.dtype).expand(b, c, 1, h, w), eps0)
 
     x_T = frame0_at(i_T)
     if f > 1:
@@ -142,8 +146,5 @@ def _sample_from_image(eps_fn, scheduler, noise, image_latents, i_T, i_Tp, warp_
         x_T = torch.cat([x_T, x_k_T], dim=2)
     if before_final is not None:
         x_T = torch.cat([x_T[:, :, :1], before_final(x_T)[:, :, 1:]], dim=2)
-
-    def hold(i: int, latents: torch.Tensor) -> torch.Tensor:
-        return torch.cat([frame0_at(i + 1), latents[:, :, 1:]], dim=2)
 
     return denoise(eps_fn, scheduler, x_T, timesteps[i_T:], after_step=hold, **kw)

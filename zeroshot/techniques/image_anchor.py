@@ -55,12 +55,8 @@ def apply(run) -> None:
     def sample(latents: torch.Tensor, num_steps: int) -> torch.Tensor:
         scheduler = run.new_scheduler(num_steps)
         b, c, _, h, w = latents.shape
-        frame0_at = held_frame(scheduler, image_latents.to(latents.dtype).expand(b, c, 1, h, w), latents[:, :, :1])
+        frame0_at, hold = held_frame(scheduler, image_latents.to(latents.dtype).expand(b, c, 1, h, w), latents[:, :, :1])
         x_T = torch.cat([frame0_at(0), latents[:, :, 1:] * init_noise_sigma(scheduler)], dim=2)
-
-        def hold(i: int, x: torch.Tensor) -> torch.Tensor:
-            return torch.cat([frame0_at(i + 1), x[:, :, 1:]], dim=2)
-
         return denoise(run.eps_fn(), scheduler, x_T, scheduler.timesteps, after_step=hold, **run.step_kwargs())
 
     run.sample = sample

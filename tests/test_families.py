@@ -11,6 +11,7 @@ import torch
 from zeroshot import models, testing
 from zeroshot.families import FAMILY_CLASSES, SDXL, AnimateDiff, UNet3D
 from zeroshot.families.base import takes_image, takes_video
+from zeroshot.techniques.t2v_zero import IMAGE_FAMILIES
 from zeroshot.generate import decode_chunks, generate
 from zeroshot.recipe import CrossFrame, Motion, Recipe, RecipeError, apply_override, get_method
 
@@ -87,6 +88,19 @@ def test_every_family_generates_through_the_same_seam(family_folder, tmp_path):
         assert dict(model.denoiser.attn_processors) == processors  # hooks restored
         chunks = list(decode_chunks(model, out.latents, out.recipe))  # what the CLI writes as it decodes
         assert torch.equal(torch.cat(chunks, dim=1), out.frames)
+    if name in IMAGE_FAMILIES:  # an input image as frame 0: of T2V-Zero's motion, and held without it
+        from zeroshot.families.sd import encode_frames
+        from zeroshot.techniques.t2v_zero import image_frame
+
+        still = str(testing.write_test_image(tmp_path / "frame0.png"))
+        held = Recipe(method="t2i", cross_frame=CrossFrame()) if type(model).image_model else Recipe(method="animatediff")
+        for recipe in (Recipe(method="t2v-zero", cross_frame=CrossFrame() if type(model).image_model else None,
+                              motion=Motion(translate=(4.0, 0.0))), held):
+            out = generate(model, "a red cat", replace(recipe, **{**SMALL, "num_frames": frames}, image=still),
+                           progress=False)
+            want = model.decode(encode_frames(model.vae, image_frame(out.recipe)[None].to(model.dtype)))[0, 0]
+            assert torch.allclose(out.frames[0, 0], want, atol=1e-4)
+            assert dict(model.denoiser.attn_processors) == processors
     if name == "svd":  # the temporal decoder's own chunks
         chunked = replace(out.recipe, svd=replace(out.recipe.svd, decode_chunk_size=3))
         chunks = list(decode_chunks(model, out.latents, chunked))

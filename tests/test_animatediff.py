@@ -320,6 +320,22 @@ def test_training_resumes_to_the_same_weights(parts, tmp_path):
     assert moved and any(float(a[k].abs().max()) > 0 for k in moved)
 
 
+def test_a_checkpoint_from_another_device_resumes_reseeded(parts, tmp_path, caplog):
+    """A CUDA generator's state is 16 bytes, a CPU one's 5056: a run moved between them
+    (trained on a GPU, resumed on a CPU) resumes its weights and optimiser, reseeded by step."""
+    from zeroshot.trained.train_motion import train
+
+    config = _train_config(tmp_path)
+    first = train(config, components=parts, progress=False, stop_at=2)
+    state = torch.load(config.checkpoint, weights_only=False)
+    state["generator"] = torch.zeros(16, dtype=torch.uint8)  # as torch.cuda's generator writes it
+    torch.save(state, config.checkpoint)
+    with caplog.at_level("WARNING"):
+        resumed = train(config, components=parts, progress=False)
+    assert "reseeding at step 2" in caplog.text
+    assert resumed["steps"] == 4 and resumed["losses"][:2] == first["losses"]
+
+
 def test_cli_trains_and_writes_a_loadable_adapter(tiny_sd, tmp_path):
     from zeroshot.trained.train_motion import main
 

@@ -78,6 +78,33 @@ def test_every_design_is_the_per_frame_image_model_at_init(design, base, unet, r
     assert frozen and all(not p.requires_grad for p in frozen)
 
 
+@torch.no_grad()
+def test_video_ldm_takes_widths_32_groups_do_not_divide():
+    """The v2 shapes model is 48 channels wide: Video LDM's temporal resnets normalise in the
+    largest group count under 32 that divides the width (24), and are still the identity."""
+    from diffusers import UNet2DConditionModel
+
+    from zeroshot.trained.train_motion import EMBEDDED_MODEL_V2
+    from zeroshot.trained.zoo.layers import TemporalResnet, norm_groups
+
+    from diffusers.models.resnet import TemporalResnetBlock
+
+    from zeroshot.trained.zoo.layers import TemporalResnetBlock as Ours
+
+    assert norm_groups(320) == 32 and norm_groups(48) == 24 and norm_groups(7) == 7
+    # at widths 32 divides, the block is diffusers' exactly (the shipped v1 weights load into it)
+    theirs, ours = TemporalResnetBlock(64, 64, 16).eval(), Ours(64, 16).eval()
+    ours.load_state_dict(theirs.state_dict())
+    v, temb = randn(2, 64, 5, 3, 3, seed=3), randn(2, 5, 16, seed=4)
+    assert torch.allclose(ours(v, temb), theirs(v, temb), atol=1e-6)
+    image = UNet2DConditionModel.from_pretrained(str(EMBEDDED_MODEL_V2), subfolder="unet").eval()
+    model = zoo.inflate(image, "video-ldm", seed=1)
+    groups = {m.block.norm1.num_groups for m in model.modules() if isinstance(m, TemporalResnet)}
+    assert 24 in groups
+    x, emb, t = _inputs(image)
+    assert float((_video(model, x, t, emb) - _per_frame(image, x, t, emb)).abs().max()) <= 1e-5
+
+
 @pytest.mark.parametrize("design", zoo.DESIGNS)
 @torch.no_grad()
 def test_every_design_mixes_frames_once_trained(design, unet):

@@ -34,6 +34,7 @@ import torch
 from zeroshot.trained import flow_adapter as fa
 from zeroshot.trained.train_motion import (
     EMBEDDED_MODEL,
+    batches,
     caption_embeds,
     diffusion_loss,
     encode_prompts,
@@ -78,6 +79,7 @@ class FlowTrainConfig:
     min_snr_gamma: float | None = 5.0
     save_every: int = 50
     device: str = "cpu"
+    workers: int = 0  # data loader processes
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,12 +131,14 @@ class ShapesFlowVideos(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str, torch.Tensor]:
-        from zeroshot.shapes.world import sample_video, sample_video_v2
+        from zeroshot.shapes.world import HELD_OUT_V2, sample_video, sample_video_v2
 
         rng = np.random.default_rng([self.seed, index])
         num_frames = self.frames[(index // self.batch_size) % len(self.frames)]
-        draw = sample_video if self.world == "v1" else sample_video_v2
-        video = draw(rng, num_frames, size=self.size)
+        if self.world == "v1":
+            video = sample_video(rng, num_frames, size=self.size)
+        else:  # the held-out captions stay out of training, as the motion module's clips
+            video = sample_video_v2(rng, num_frames, size=self.size, exclude=HELD_OUT_V2)
         flow = torch.from_numpy(to_latent_grid(backward_flow(video), self.factor))
         return torch.from_numpy(video.frames), video.caption, fa.flow_features(flow, self.size, self.size)
 
@@ -214,9 +218,7 @@ def train(
         save_run(ckpt_path, config, optimizer, schedule, generator, losses, step, kind="flow_adapter",
                  adapter={k: v.detach().clone() for k, v in adapter.state_dict().items()})
 
-    indices = range(start * config.batch_size, config.steps * config.batch_size)
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
-                                         shuffle=False, collate_fn=_collate)
+    loader = batches(dataset, start, config.steps, config.batch_size, config.workers, collate=_collate)
     bar = tqdm(loader, total=config.steps, initial=start, disable=not progress, desc="flow adapter")
 
     def loss_of(batch):
@@ -247,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help=f"adapter .safetensors file to write (default: {DEFAULT_OUT})")
     parser.add_argument("--checkpoint", default=None, help=f"resumable checkpoint file ('' for none; default {DEFAULT_CHECKPOINT})")
     add_run_arguments(parser, defaults, frames=True)
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="data loader processes")
     parser.add_argument("--hidden", type=int, default=defaults.hidden, help="flow encoder channels")
     parser.add_argument("--injection", choices=fa.INJECTIONS, default=defaults.injection,
                         help="residuals: ControlNet-style skip residuals; attention: OnlyFlow, into every temporal attention")
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         **run_fields(args),
         hidden=args.hidden,
         injection=args.injection,
+        workers=args.workers,
     )
     return run_training(parser, train, config, time_limit_s=args.time_limit, log=args.log)
 

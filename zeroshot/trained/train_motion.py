@@ -130,15 +130,17 @@ def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[
     return torch.stack([f for f, _ in items]), [c for _, c in items]
 
 
-def batches(dataset: torch.utils.data.Dataset, start_step: int, steps: int, batch_size: int, workers: int):
-    """Batches of `dataset` for steps start_step..steps-1 (deterministic, resumable)."""
+def batches(dataset: torch.utils.data.Dataset, start_step: int, steps: int, batch_size: int, workers: int,
+            collate=_collate):
+    """Batches of `dataset` for steps start_step..steps-1 (deterministic, resumable; `workers`
+    processes draw the clips, each item being a function of its index alone)."""
     indices = range(start_step * batch_size, steps * batch_size)
     return torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, indices),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         persistent_workers=False,
     )
 
@@ -248,7 +250,12 @@ def resume(ckpt_path: Path | None, config, optimizer, schedule, generator, devic
         logger.warning("checkpoint %s was written with another config; resuming anyway", ckpt_path)
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    generator.set_state(state["generator"].to(generator.get_state().device))
+    saved, now = state["generator"], generator.get_state()
+    if saved.numel() == now.numel():
+        generator.set_state(saved.to(now.device))
+    else:  # written on another device type (a CPU run resumed on CUDA, or back): reseed by step
+        logger.warning("checkpoint %s has another device's random state; reseeding at step %d", ckpt_path, int(state["step"]))
+        generator.manual_seed(config.seed + int(state["step"]))
     logger.info("resumed from %s at step %d", ckpt_path, int(state["step"]))
     return state, list(state["losses"]), int(state["step"])
 

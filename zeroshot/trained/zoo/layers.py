@@ -414,17 +414,39 @@ class Blended(ZooLayer):
         return self.blend(x, self.branch(x, f, args))
 
 
-class TemporalResnet(nn.Module):
-    """Video LDM's temporal residual block: diffusers' `TemporalResnetBlock` (3x1x1
-    convolutions with the time embedding) on the image resnet's output, last conv zeroed."""
+def norm_groups(channels: int, most: int = 32) -> int:
+    """The largest group count <= `most` that divides `channels` (32 for SD's widths)."""
+    return next(g for g in range(min(most, channels), 0, -1) if channels % g == 0)
+
+
+class TemporalResnetBlock(nn.Module):
+    """diffusers' `TemporalResnetBlock` (same parameter names, same forward: norm, SiLU, 3x1x1
+    conv, + time embedding, norm, SiLU, 3x1x1 conv, residual) with `norm_groups(channels)`
+    groups instead of its fixed 32, so that widths 32 does not divide (the v2 shapes model's
+    48) take it too; at SD's widths it is diffusers' block exactly (tested)."""
 
     def __init__(self, channels: int, temb_channels: int, eps: float = 1e-6):
         super().__init__()
-        from diffusers.models.resnet import TemporalResnetBlock
+        groups = norm_groups(channels)
+        self.norm1 = nn.GroupNorm(groups, channels, eps=eps)
+        self.conv1 = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+        self.time_emb_proj = nn.Linear(temb_channels, channels)
+        self.norm2 = nn.GroupNorm(groups, channels, eps=eps)
+        self.conv2 = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
 
-        if channels % 32:
-            raise ValueError(f"video-ldm's temporal resnets normalise in 32 groups; {channels} channels do not divide")
-        self.block = TemporalResnetBlock(channels, channels, temb_channels, eps=eps)
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:  # x: b c f h w, temb: b f c
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_emb_proj(F.silu(temb)).movedim(-1, 1)[..., None, None]
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class TemporalResnet(nn.Module):
+    """Video LDM's temporal residual block (`TemporalResnetBlock`: 3x1x1 convolutions with
+    the time embedding) on the image resnet's output, last conv zeroed."""
+
+    def __init__(self, channels: int, temb_channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.block = TemporalResnetBlock(channels, temb_channels, eps=eps)
         zero_(self.block.conv2)
 
     def forward(self, x, f, args):

@@ -24,6 +24,11 @@ For every design (`zeroshot.trained.zoo.DESIGNS`) on the embedded shapes model:
     OMP_NUM_THREADS=1 python bench/zoo.py --weights-dir W --no-timings --prompts 8 --seeds 2 --lora L
     OMP_NUM_THREADS=1 python bench/zoo.py --weights-dir W --quick        # idle machine: timings
     OMP_NUM_THREADS=1 python bench/zoo.py --quick --designs vdm,lavie
+
+`--world v2`: the designs trained on world v2 (the v2 model; files `shapes_v2_<design>.safetensors`),
+measured on held-out patterned v2 captions with the background columns too (`background_metrics`:
+the background kept, a still one asked); its table goes between the `zoo-v2:` markers.
+    OMP_NUM_THREADS=1 python bench/zoo.py --world v2 --weights-dir W --no-timings --prompts 8 --seeds 2
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from zeroshot.trained import zoo  # noqa: E402
-from zeroshot.trained.evaluate import COLUMNS, contact_sheet, generated_videos, summarise  # noqa: E402
+from zeroshot.trained.evaluate import BACKGROUND_COLUMNS, COLUMNS, contact_sheet, generated_videos, summarise  # noqa: E402
 from zeroshot.trained.train_motion import (  # noqa: E402
     ShapesVideos,
     TrainConfig,
@@ -71,7 +76,7 @@ def step_time(design: str, components: dict, config: TrainConfig, repeats: int =
         p.requires_grad_(True)
     model.train()
     size = int(components["unet"].config.sample_size) * 2 ** (len(components["vae"].config.block_out_channels) - 1)
-    data = ShapesVideos(config.seed, config.batch_size, config.frames, size, config.batch_size)
+    data = ShapesVideos(config.seed, config.batch_size, config.frames, size, config.batch_size, world=config.world)
     frames, captions = _collate([data[i] for i in range(config.batch_size)])
     latents = encode_video(components["vae"], frames)
     embeds = encode_prompts(components["tokenizer"], components["text_encoder"], list(captions))
@@ -122,11 +127,13 @@ def table(rows: dict[str, dict], columns: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def write_doc(lines: list[str], command: str) -> None:
+def write_doc(lines: list[str], command: str, marker: str = "zoo") -> None:
     text = DOC.read_text()
     body = "\n".join([f"`{command}`", "", *lines, "", "`*`: beyond 2 standard errors of AnimateDiff's mean."])
-    new = re.sub(r"<!-- zoo:begin -->.*<!-- zoo:end -->", f"<!-- zoo:begin -->\n{body}\n<!-- zoo:end -->",
-                 text, flags=re.S)
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    if begin not in text:
+        raise SystemExit(f"docs/zoo.md has no {begin} ... {end} markers for this table")
+    new = re.sub(f"{re.escape(begin)}.*{re.escape(end)}", lambda _: f"{begin}\n{body}\n{end}", text, flags=re.S)
     DOC.write_text(new)
 
 
@@ -160,11 +167,13 @@ class Results:
         return self.rows[label]
 
 
-def measure_quality(model, variant, prompts: list[str], recipe, seeds: int, style: str | None) -> tuple[dict, np.ndarray]:
+def measure_quality(model, variant, prompts: list[str], recipe, seeds: int, style: str | None,
+                    background: bool = False) -> tuple[dict, np.ndarray]:
     """Shapes-world metrics of `recipe` on `prompts` x `seeds` (and `lora_*` on the personalised
-    `variant`, with the LoRA's style score), and the first video for the contact sheet."""
+    `variant`, with the LoRA's style score; the background's with `background`), and the
+    first video for the contact sheet."""
     videos = generated_videos(model, prompts, recipe, seeds)
-    row = summarise(videos)
+    row = summarise(videos, background=background)
     if variant is not None:
         lora = summarise(generated_videos(variant, prompts, recipe, seeds), style)
         row.update({f"lora_{k}": v for k, v in lora.items()})
@@ -176,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from zeroshot.recipe import METHODS, AnimateDiff
     from zeroshot.shapes.world import distinct_captions
     from zeroshot.trained.evaluate import world_videos
-    from zeroshot.trained.train_motion import EMBEDDED_MODEL
+    from zeroshot.trained.train_motion import EMBEDDED_MODEL, EMBEDDED_MODEL_V2
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--designs", default="all", help="comma-separated designs (default: all)")
@@ -195,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-timings", action="store_true", help="quality only; keep the cached timings (CPU shared)")
     parser.add_argument("--sheet", default=None, help="contact sheet PNG (one row per design)")
     parser.add_argument("--no-doc", action="store_true", help="print the table, leave docs/zoo.md alone")
+    parser.add_argument("--world", choices=("v1", "v2"), default="v1",
+                        help="v2: designs trained on world v2, held-out patterned captions, background columns")
     args = parser.parse_args(argv)
+    v2 = args.world == "v2"
+    if v2 and args.lora:
+        parser.error("--lora: the shipped personalised LoRA fits the v1 model; leave it out with --world v2")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     designs = zoo.DESIGNS if args.designs == "all" else tuple(args.designs.split(","))
     for d in designs:
@@ -204,9 +218,14 @@ def main(argv: list[str] | None = None) -> int:
 
     weights = Path(args.weights_dir)
     results = Results(Path(args.results) if args.results else weights / "zoo_results.json")
-    components = load_components(EMBEDDED_MODEL, "cpu")
-    model = load("shapes")  # the v1 model the designs are trained on (train_motion.EMBEDDED_MODEL)
-    prompts = distinct_captions(args.prompts, 12345)  # captions the training stream does not draw
+    components = load_components(EMBEDDED_MODEL_V2 if v2 else EMBEDDED_MODEL, "cpu")
+    model = load("shapes-v2" if v2 else "shapes")  # the model the designs are trained on (train_motion's default)
+    if v2:  # world v2's held-out patterned captions (as bench/drag_check.py)
+        from drag_check import captions
+
+        prompts = captions(args.prompts)
+    else:
+        prompts = distinct_captions(args.prompts, 12345)
     base = {"num_frames": args.frames}
     variant = style = None
     if args.lora:
@@ -214,16 +233,18 @@ def main(argv: list[str] | None = None) -> int:
 
         variant = personalised_model(model, args.lora)
         style = load_lora(args.lora)[1].get("style")
-    key = {"prompts": prompts, "seeds": args.seeds, "frames": args.frames, "lora": Path(args.lora).name if args.lora else None}
+    key = {"prompts": prompts, "seeds": args.seeds, "frames": args.frames, "lora": Path(args.lora).name if args.lora else None,
+           **({"world": "v2"} if v2 else {})}
     rows: dict[str, dict] = {}
     sheet = []
     if not args.quick:  # the training clips themselves: the speed and heading the modules learn from
         world = world_videos(prompts, args.frames, args.seeds, size=int(model.defaults.get("height", 64)))
-        rows["world clips (training data)"] = summarise(world)
+        rows["world clips (training data)"] = summarise(world, background=v2)
         sheet.append(("world clips (training data)", world[0][1]))
     for design in designs:
-        path = weights / f"shapes_{design}.safetensors"
-        config = TrainConfig(design=design, out=str(path), checkpoint=str(weights / f"{design}.pt"), steps=args.steps)
+        path = weights / f"shapes_{'v2_' if v2 else ''}{design}.safetensors"
+        config = TrainConfig(design=design, out=str(path), checkpoint=str(weights / f"{design}.pt"), steps=args.steps,
+                             world=args.world)
         if args.train_seconds > 0:
             train(config, components=components, time_limit_s=args.train_seconds)
         timed = replace(METHODS["animatediff"], animatediff=AnimateDiff(adapter=str(path)), **base)
@@ -247,21 +268,22 @@ def main(argv: list[str] | None = None) -> int:
                 quality = results.quality(label, wanted)
                 video_file = weights / f"sheet_{label.replace(' ', '_')}.npy"
                 if not args.quick and (quality is None or not video_file.is_file()):
-                    quality, first = measure_quality(model, variant, prompts, recipe, args.seeds, style)
+                    quality, first = measure_quality(model, variant, prompts, recipe, args.seeds, style, background=v2)
                     np.save(video_file, first)
                     results.update(label, quality=quality, quality_key=wanted)
                 if quality is not None and video_file.is_file():
                     sheet.append((f"{label}: {prompts[0]}", np.load(video_file)))
             rows[label] = {**{k: v for k, v in row.items() if k not in ("quality", "quality_key")}, **(quality or {})}
             logger.info("%s: %s", label, {k: round(v, 4) for k, v in rows[label].items() if isinstance(v, (int, float))})
-    columns = COLUMNS
+    columns = COLUMNS + (BACKGROUND_COLUMNS if v2 else ())
     if args.lora:
         columns += tuple(f"lora_{k}" for k in ("consistency", "alignment")) + ((f"lora_{style}",) if style else ())
     columns = tuple(c for c in columns if any(c in r for r in rows.values()))
     lines = table(rows, columns)
     print("\n".join(lines))
     if not args.no_doc:
-        write_doc(lines, "python bench/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        write_doc(lines, "python bench/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  marker="zoo-v2" if v2 else "zoo")
     if args.sheet and sheet:
         contact_sheet(sheet, args.sheet)
     return 0

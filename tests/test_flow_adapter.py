@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -354,3 +355,27 @@ def test_generate_with_an_attention_adapter(tiny_model, files, tmp_path):
     assert float((moved.latents - plain.latents).abs().max()) > 1e-3
     again = generate(tiny_model, "a red circle", _recipe(files["mm"], motion=None), seed=1, progress=False)
     assert torch.equal(again.latents, plain.latents)  # no hook left behind
+
+
+def test_shapes_v2_ships_a_trained_adapter_found_by_name_in_its_folder(tmp_path, monkeypatch):
+    """`--model shapes-v2 --flow-adapter flow_adapter.safetensors` finds the file the model
+    ships (a relative name that is not a file here), which fits its UNet and was trained
+    (its zero-initialised output convolutions moved); a name in neither place stays an error."""
+    from safetensors.torch import load_file
+
+    from zeroshot.models import peek
+    from zeroshot.recipe import RecipeError
+    from zeroshot.techniques import flow_adapter as technique
+
+    monkeypatch.chdir(tmp_path)  # nothing of that name here
+    card = peek("shapes-v2")
+    recipe = _recipe("motion_module.safetensors", "flow_adapter.safetensors")
+    header = technique.check_inputs(card, recipe)
+    assert header["notes"]["world"] == "v2" and header["notes"]["steps"] >= 2000
+    path = technique._path(recipe, card)
+    assert Path(path) == Path(card.path) / "flow_adapter.safetensors"
+    weights = load_file(path)
+    outs = [v for k, v in weights.items() if k.startswith(("zero_convs", "mid_conv")) and k.endswith("weight")]
+    assert outs and all(float(v.abs().max()) > 0 for v in outs)
+    with pytest.raises(RecipeError, match="animatediff.flow_adapter"):
+        technique.check_inputs(card, _recipe("motion_module.safetensors", "no_such_adapter.safetensors"))

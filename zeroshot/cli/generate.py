@@ -62,7 +62,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--motion-adapter", help="AnimateDiff MotionAdapter folder or file")
     p.add_argument("--flow-adapter", metavar="PATH",
                    help="a trained flow adapter (.safetensors) for AnimateDiff: follows the motion flags "
-                        "(python -m zeroshot.trained.train_flow)")
+                        "(python -m zeroshot.trained.train_flow); a name not found here is looked up in the "
+                        "model's folder (shapes-v2 ships flow_adapter.safetensors)")
     add_control_flags(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
     p.add_argument("--out", default=None, help="output .mp4/.gif/.png (folder of frames); default out/<stem>.mp4")

@@ -23,8 +23,15 @@ from zeroshot.recipe import RecipeError
 KEY = "flow_adapter"
 
 
-def _path(recipe):
-    return recipe.animatediff.flow_adapter if recipe.animatediff is not None else None
+def _path(recipe, model=None):
+    """The adapter file of the recipe; a relative path that is not a file here is looked up in
+    the model's folder (`--model shapes-v2 --flow-adapter flow_adapter.safetensors`: the one it ships)."""
+    path = recipe.animatediff.flow_adapter if recipe.animatediff is not None else None
+    root = getattr(model, "path", None)
+    if path is None or root is None or Path(path).is_absolute() or Path(path).exists():
+        return path
+    shipped = Path(root) / path
+    return str(shipped) if shipped.exists() else path
 
 
 def check(recipe, family) -> None:
@@ -54,7 +61,7 @@ def _unet_config(model):
 def check_inputs(model, recipe) -> dict | None:
     """The adapter file's header, checked against the base (RecipeError in one line, before
     any model work); None without an adapter."""
-    path = _path(recipe)
+    path = _path(recipe, model)
     if path is None:
         return None
     from zeroshot.trained import flow_adapter
@@ -116,7 +123,7 @@ def attention_fn(injection, previous):
 
 
 def apply(run) -> None:
-    path = _path(run.recipe)
+    path = _path(run.recipe, run.model)
     if path is None:
         return
     from zeroshot.motion import field_from_recipe

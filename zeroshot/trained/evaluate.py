@@ -28,23 +28,36 @@ logger = logging.getLogger(__name__)
 COLUMNS = ("speed_px", "heading", "consistency", "alignment", "size_change", "fg_accuracy", "shape_accuracy")
 
 
+#: World v2's background columns (`shapes.metrics.background_metrics`, a still background asked).
+BACKGROUND_COLUMNS = ("background_correlation", "background_identity")
+
+
 def world_videos(prompts: list[str], num_frames: int, seeds: int, *, size: int = 64, style=None) -> list[tuple[str, np.ndarray]]:
-    """Ground-truth moving videos of the world for `prompts` (optionally restyled)."""
+    """Ground-truth moving videos of the world for `prompts` (optionally restyled); v2
+    captions (a patterned background) get v2's object motions over a still background."""
     from zeroshot.shapes.world import (
         parse_caption,
+        parse_caption_v2,
         render,
         render_video,
         sample_motion,
+        sample_motion_v2,
         sample_scene,
+        sample_scene_v2,
     )
 
     out = []
     for i, prompt in enumerate(prompts):
-        shape, fg, bg = parse_caption(prompt)
+        shape, fg, bg, pattern = parse_caption_v2(prompt.strip().rstrip("."))
         for s in range(seeds):
             rng = np.random.default_rng([99, i, s])
-            scene = sample_scene(rng, size=size, shape=shape, fg=fg, bg=bg)
-            video = render_video(scene, sample_motion(rng, size=size), num_frames)
+            if pattern == "plain":
+                shape, fg, bg = parse_caption(prompt)
+                scene, motion = sample_scene(rng, size=size, shape=shape, fg=fg, bg=bg), sample_motion(rng, size=size)
+            else:
+                scene = sample_scene_v2(rng, size=size, pattern=pattern, shape=shape, fg=fg, bg=bg)
+                motion = sample_motion_v2(rng, size=size)
+            video = render_video(scene, motion, num_frames)
             frames = video.frames
             if style is not None:
                 frames = np.stack([style(f, render(sc)[1], sc) for f, sc in zip(frames, video.scenes)])
@@ -65,9 +78,11 @@ def generated_videos(model, prompts: list[str], recipe, seeds: int) -> list[tupl
     return out
 
 
-def summarise(videos: list[tuple[str, np.ndarray]], style: str | None = None) -> dict[str, float]:
+def summarise(videos: list[tuple[str, np.ndarray]], style: str | None = None, *, background: bool = False
+              ) -> dict[str, float]:
     """Mean `shapes_metrics` over videos (and `<column>_sem`, the standard error of each mean
-    over videos); with `style`, also its score (`personalise.STYLES`)."""
+    over videos); with `style`, also its score (`personalise.STYLES`); with `background`
+    (world v2 captions), `BACKGROUND_COLUMNS` too, a still background being what is asked."""
     import warnings
 
     from zeroshot.metrics import mean_and_sem
@@ -81,8 +96,12 @@ def summarise(videos: list[tuple[str, np.ndarray]], style: str | None = None) ->
             with warnings.catch_warnings():  # all-NaN for circles and rings under `turned`
                 warnings.simplefilter("ignore", RuntimeWarning)
                 row[style] = float(np.nanmean([STYLES[style][1](f, prompt) for f in frames]))
+        if background:
+            from zeroshot.shapes.metrics import background_metrics
+
+            row.update(background_metrics(frames, prompt))
         rows.append(row)
-    columns = COLUMNS + ((style,) if style else ())
+    columns = COLUMNS + ((style,) if style else ()) + (BACKGROUND_COLUMNS if background else ())
     out = {}
     for k in columns:
         out[k], out[f"{k}_sem"] = mean_and_sem([r[k] for r in rows])

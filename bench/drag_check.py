@@ -17,7 +17,9 @@ Columns (mean ± standard error over videos):
 - obj step err: mean norm of (detected centroid step - requested step), px/frame;
 - bg px: measured background displacement per frame (`background_metrics`, asked: none);
 - bg corr: the background kept across frames (correlation with frame 0's, 1 = unchanged);
-- consist / align: the world's detector, frames 1.. against frame 0 and against the prompt.
+- consist / align: the world's detector, frames 1.. against frame 0 and against the prompt;
+  "still": the same for the variant's preview (the same method with a zero request), the
+  issue's "no worse than the same method without motion".
 Targets (issue #16): object <= 1.0 px, background <= 0.3 px/frame.
 """
 
@@ -124,12 +126,13 @@ def main(argv=None) -> int:
     jobs = [(p, s) for s in range(args.seeds) for p in captions(max(1, -(-args.videos // args.seeds)))][: args.videos]
     results: dict = {"model": model.model_id, "videos": len(jobs), "speed": args.speed, "variants": {}}
     print(f"{model.model_id}, {len(jobs)} videos, drag {args.speed} px/frame towards the centre, the rest still")
-    print("| variant | obj ObjMC (px) | obj step err (px/frame) | bg px/frame | bg corr | consist | align | s/video |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| variant | obj ObjMC (px) | obj step err (px/frame) | bg px/frame | bg corr | consist | align "
+          "| consist still | align still | s/video |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, method, overrides in chosen:
         preview_recipe = recipe_for(model, method, overrides,
                                     {"motion.translate": "0,0"}, args.set)
-        rows, start = [], time.perf_counter()
+        rows, stills, start = [], [], time.perf_counter()
         for prompt, seed in jobs:
             preview = generate(model, prompt, preview_recipe, seed=seed, progress=False).frames[0]
             size = preview.shape[-1]
@@ -141,16 +144,19 @@ def main(argv=None) -> int:
                                                            "motion.translate": "0,0"}, args.set)
             video = generate(model, prompt, recipe, seed=seed, progress=False).frames[0]
             rows.append(measure(video, prompt, recipe.motion))
+            stills.append(shapes_metrics(preview, prompt))
         stats = {key: mean_and_sem([r.get(key, float("nan")) for r in rows]) for key in KEYS}
+        stats.update({f"{key}_still": mean_and_sem([r[key] for r in stills]) for key in ("consistency", "alignment")})
         seconds = (time.perf_counter() - start) / max(1, len(jobs)) / 2
-        results["variants"][name] = {"rows": rows, "videos": len(rows), "seconds": seconds}
+        results["variants"][name] = {"rows": rows, "still_rows": stills, "videos": len(rows), "seconds": seconds}
 
         def cell(key, fmt="{:.2f}"):
             m, s = stats[key]
             return f"{fmt.format(m)} ± {fmt.format(s)}"
 
         print(f"| {name} | {cell('objmc_detector')} | {cell('motion_error')} | {cell('background_speed_px')} | "
-              f"{cell('background_correlation')} | {cell('consistency')} | {cell('alignment')} | {seconds:.1f} |",
+              f"{cell('background_correlation')} | {cell('consistency')} | {cell('alignment')} | "
+              f"{cell('consistency_still')} | {cell('alignment_still')} | {seconds:.1f} |",
               flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))

@@ -4,7 +4,8 @@ The reference is diffusers' `TextToVideoZeroPipeline` at its default 50 DDIM ste
 same weights (same process). Every zeroshot configuration is T2V-Zero with the model's own
 motion request (warp steps `motion.t0`/`t1` mapped to each step count by
 `recipe.scaled_warp_steps`), with fewer steps (DPM-Solver++, UniPC), step caching
-(`recipe.step_cache`, also of the later steps only) and token merging (`recipe.token_merge`). Videos are the shapes
+(`recipe.step_cache`, also of the later steps only), token merging (`recipe.token_merge`)
+and guidance on the first steps only (`recipe.guidance_interval`). Videos are the shapes
 world's held-out captions, one seed each; the configurations run round-robin per video, so
 changes in machine load hit all alike. Quality: alignment, consistency and motion error
 against the requested motion (`zeroshot.shapes.metrics`), mean ± standard error over the
@@ -44,7 +45,7 @@ for _path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_path))
 
 from zeroshot.metrics import mean_and_sem  # noqa: E402
-from zeroshot.recipe import StepCache, TokenMerge, get_method  # noqa: E402
+from zeroshot.recipe import GuidanceInterval, StepCache, TokenMerge, get_method  # noqa: E402
 
 REFERENCE = "diffusers ddim-50"
 #: (key, header, higher is better) of the quality columns that decide "equal quality".
@@ -78,6 +79,12 @@ def configs() -> dict:
         "dpm++ 10 +cache2 late": replace(dpm, num_inference_steps=10, step_cache=StepCache(interval=2, start=0.5)),
         "dpm++ 20 +cache3 late": replace(dpm, num_inference_steps=20, step_cache=StepCache(interval=3, start=0.3)),
         "unipc 8 +cache2 late": replace(unipc, num_inference_steps=8, step_cache=StepCache(interval=2, start=0.5)),
+        # guidance on the first steps only: the later steps run the conditional half of the batch
+        "dpm++ 10 +cfg0.5": replace(dpm, num_inference_steps=10, guidance_interval=GuidanceInterval(0.0, 0.5)),
+        "dpm++ 10 +cfg0.3": replace(dpm, num_inference_steps=10, guidance_interval=GuidanceInterval(0.0, 0.3)),
+        "dpm++ 12 +cfg0.4": replace(dpm, num_inference_steps=12, guidance_interval=GuidanceInterval(0.0, 0.4)),
+        "dpm++ 10 +cfg0.5 +cache2 late": replace(dpm, num_inference_steps=10, guidance_interval=GuidanceInterval(0.0, 0.5),
+                                                 step_cache=StepCache(interval=2, start=0.5)),
     }
 
 

@@ -4,6 +4,7 @@ one-line refusals of techniques a family cannot take."""
 
 import json
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from zeroshot.families import FAMILY_CLASSES, SDXL, AnimateDiff, UNet3D
 from zeroshot.families.base import takes_image, takes_video
 from zeroshot.techniques.t2v_zero import IMAGE_FAMILIES
 from zeroshot.generate import decode_chunks, generate
-from zeroshot.recipe import CrossFrame, Motion, Recipe, RecipeError, apply_override, get_method
+from zeroshot.recipe import CrossFrame, GuidanceInterval, Motion, Recipe, RecipeError, apply_override, get_method
 
 SMALL = dict(height=32, width=32, num_inference_steps=3, num_frames=4)
 
@@ -46,11 +47,13 @@ FRAMES = {"cogvideox": 8, "cogvideox-i2v": 8, "wan": 5}
 def _contract_recipes(family) -> list[Recipe]:
     """Plain sampling; T2V-Zero's parts that the family takes (cross-frame attention where frames
     have their own self-attention, motion dynamics on discrete schedules without time
-    compression); a noise prior with context windows, and FreeInit where the schedule allows."""
+    compression); a noise prior with context windows, and FreeInit where the schedule allows;
+    guidance on the first half of the steps only (every family guides through `base.guided`)."""
     discrete = not getattr(family, "continuous_timesteps", False)
     frame_attention = getattr(family, "frame_attention", True)
     motion = discrete and getattr(family, "temporal_compression", 1) == 1
     recipes = [Recipe(method="t2i") if family.image_model else Recipe(method="video")]
+    recipes.append(replace(recipes[0], guidance_scale=4.0, guidance_interval=GuidanceInterval(0.0, 0.5)))
     if frame_attention or motion:
         recipes.append(Recipe(method="t2v-zero", cross_frame=CrossFrame() if frame_attention else None,
                               motion=Motion(translate=(4.0, 0.0)) if motion else None))

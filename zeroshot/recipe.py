@@ -156,6 +156,17 @@ class StepCache:
 
 
 @dataclass(frozen=True)
+class GuidanceInterval:
+    """Classifier-free guidance on the `[start, end)` share of the schedule's steps only
+    (Kynkäänniemi et al., NeurIPS 2024, arXiv 2404.07724; zeroshot.techniques.guidance_interval):
+    the other steps run the conditional branch alone, half the network batch. start=0, end=1
+    is plain guidance."""
+
+    start: float = 0.0
+    end: float = 0.5
+
+
+@dataclass(frozen=True)
 class TokenMerge:
     """Token merging for Stable Diffusion (ToMe for SD, Bolya & Hoffman, arXiv 2303.17604;
     zeroshot.techniques.token_merge): spatial self-attention runs on `ratio` fewer tokens,
@@ -252,6 +263,7 @@ class Recipe:
     chunks: Chunks | None = None
     step_cache: StepCache | None = None
     token_merge: TokenMerge | None = None
+    guidance_interval: GuidanceInterval | None = None
     prompt_at: tuple[str, ...] = ()  # prompt travel: "FRAME:PROMPT" entries (techniques.prompt_travel)
     image: str | None = None  # input image (path) of image-to-video models (svd)
     video: str | None = None  # input video (path) of video-to-video methods (edit, pix2pix)
@@ -696,6 +708,7 @@ __all__ = [
     "Chunks",
     "StepCache",
     "TokenMerge",
+    "GuidanceInterval",
     "ControlNet",
     "Edit",
     "Pix2Pix",

@@ -22,6 +22,7 @@ from zeroshot.techniques import (
     edit,
     flow_adapter,
     freeinit,
+    guidance_interval,
     image_anchor,
     noise,
     prompt_travel,
@@ -39,12 +40,13 @@ from zeroshot.techniques.run import Run
 #: flow_adapter after controlnet (its residuals add to the ControlNets'),
 #: then wrappers of the model function (cross_frame innermost, then chunks, which feed it
 #: one chunk at a time, then windows, so each window sees its own frames, then step_cache, whose
-#: steps span every chunk and window; token_merge wraps the cross-frame processors), then samplers (t2v_zero with
+#: steps span every chunk and window; token_merge wraps the cross-frame processors; guidance_interval
+#: outermost of the model-function wrappers, dropping the negative branch for every chunk and window), then samplers (t2v_zero with
 #: smoothing inside it; image_anchor, frame 0 held to an input image without the dynamics; edit, which starts from the encoded input), FreeInit around whatever sampler results, and flow-warped noise
 #: outermost (it replaces the initial noise that FreeInit and T2V-Zero start from).
 TECHNIQUES = (
     noise, animatediff, prompt_travel, cross_frame, controlnet, flow_adapter, chunks, windows, step_cache, token_merge,
-    t2v_zero, image_anchor, smoothing, edit, freeinit, warped_noise,
+    guidance_interval, t2v_zero, image_anchor, smoothing, edit, freeinit, warped_noise,
 )
 
 

@@ -1,0 +1,50 @@
+"""Classifier-free guidance on part of the schedule only (`recipe.guidance_interval`).
+
+Kynkäänniemi et al., "Applying Guidance in a Limited Interval Improves Sample and
+Distribution Quality in Diffusion Models" (NeurIPS 2024, arXiv 2404.07724) guide only in a
+middle range of noise levels; diffusers documents the same idea for speed as dynamic
+classifier-free guidance (guidance switched off after a share of the steps). Here the range
+is a share of the schedule's steps, `[start, end)`: steps inside it run the guided batch
+([negative, positive], `families.base.guided`), steps outside it the conditional branch
+alone, one network call on half the batch. `start=0, end=1` is plain guidance; an empty
+range (`start == end`) is the run without guidance (`guidance_scale=1`), exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from zeroshot.recipe import RecipeError
+
+
+def guided_steps(num_steps: int, start: float, end: float) -> range:
+    """The step indices `[ceil(start * n), ceil(end * n))` that run with guidance."""
+    return range(math.ceil(start * num_steps - 1e-9), math.ceil(end * num_steps - 1e-9))
+
+
+def check(recipe, family) -> None:
+    g = recipe.guidance_interval
+    if g is None:
+        return
+    if not 0.0 <= g.start <= g.end <= 1.0:
+        raise RecipeError(f"guidance_interval: need 0 <= start <= end <= 1, got start={g.start}, end={g.end}")
+
+
+def apply(run) -> None:
+    g = run.recipe.guidance_interval
+    if g is None:
+        return
+    inner = run.model_fn
+
+    def model_fn(x, t, cond):
+        steps = run.timesteps
+        if not cond.guided or steps is None:
+            return inner(x, t, cond)
+        hit = (steps == t).nonzero()
+        index = int(hit[0]) if len(hit) else 0
+        if index in guided_steps(len(steps), g.start, g.end):
+            return inner(x, t, cond)
+        return inner(x, t, dataclasses.replace(cond, negative=None, partial=None, guidance=None))
+
+    run.model_fn = model_fn

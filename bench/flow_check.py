@@ -56,6 +56,7 @@ VARIANTS = {
     "animatediff + flow-warped": ("animatediff", {"noise.prior": "flow-warped", "motion.dynamics": "off"}),
     "t2i + flow-warped": ("t2i", {"noise.prior": "flow-warped", "motion.dynamics": "off"}),
     "animatediff (no request)": ("animatediff", {"motion": "off"}),
+    "t2v-zero (no request)": ("t2v-zero", {"motion": "off"}),
     "animatediff + t2v-zero warp": ("animatediff", {}),
     # needs --flow-adapter (a trained zeroshot.trained.flow_adapter file)
     "animatediff + flow adapter": ("animatediff", {"animatediff.flow_adapter": "FLOW_ADAPTER", "motion.dynamics": "off"}),

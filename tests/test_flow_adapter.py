@@ -158,6 +158,24 @@ def test_world_flow_is_exact_backward_flow():
         assert to_latent_grid(flow, 4).shape == (len(flow), 2, size // 4, size // 4)
 
 
+def test_estimated_flow_clips_follow_their_exact_flow():
+    """`--estimated-flow 1`: each clip's flow comes from DIS on its frames, close to the world's
+    exact flow on the object's cells; 0 keeps the exact flow and the same clips."""
+    from zeroshot.trained.train_flow import ShapesFlowVideos
+
+    exact = ShapesFlowVideos(0, 2, (8,), 64, 4, factor=8, world="v2")
+    estimated = ShapesFlowVideos(0, 2, (8,), 64, 4, factor=8, world="v2", estimated=1.0)
+    for i in range(4):
+        frames, caption, want = exact[i]
+        frames2, caption2, got = estimated[i]
+        assert torch.equal(frames, frames2) and caption == caption2
+        assert got.shape == want.shape and not torch.equal(got, want)
+        # flow features are in units of 1/8 of the short side (8 px here): a median cell within 1 px
+        assert float((got[:, :2] - want[:, :2]).abs().median()) * 8 < 1.0
+    with pytest.raises(ValueError, match="estimated"):
+        ShapesFlowVideos(0, 2, (8,), 64, 4, factor=8, estimated=1.5)
+
+
 def test_trainer_resumes_and_cli_writes_a_loadable_adapter(tiny_sd, parts, tmp_path):
     from zeroshot.trained.animatediff import save_motion_adapter
     from zeroshot.trained.train_flow import FlowTrainConfig, main, train

@@ -80,6 +80,7 @@ class FlowTrainConfig:
     save_every: int = 50
     device: str = "cpu"
     workers: int = 0  # data loader processes
+    estimated_flow: float = 0.0  # share of clips trained on their DIS-estimated flow instead of the exact one
 
 
 # ---------------------------------------------------------------------------------------
@@ -118,14 +119,19 @@ class ShapesFlowVideos(torch.utils.data.Dataset):
 
     Returns (frames (f, 3, H, W) float [0, 1], caption, flow features (f, 4, h, w)); the clip
     length is `frames[(i // batch_size) % len(frames)]`, so a batch has one length.
+    `estimated`: the share of clips whose flow is estimated from their frames (OpenCV DIS,
+    `motion.VideoFlow`, as `--motion-from` reads a reference video) instead of the world's
+    exact flow, so that the adapter also follows the flows users bring.
     """
 
     def __init__(self, seed: int, batch_size: int, frames: tuple[int, ...], size: int, length: int, *,
-                 factor: int, world: str = "v1"):
+                 factor: int, world: str = "v1", estimated: float = 0.0):
         if world not in WORLDS:
             raise ValueError(f"world must be one of {', '.join(WORLDS)}, got {world!r}")
+        if not 0.0 <= estimated <= 1.0:
+            raise ValueError(f"estimated flow share must be in [0, 1], got {estimated}")
         self.seed, self.batch_size, self.frames, self.size, self.length = seed, batch_size, frames, size, length
-        self.factor, self.world = factor, world
+        self.factor, self.world, self.estimated = factor, world, estimated
 
     def __len__(self) -> int:
         return self.length
@@ -139,7 +145,13 @@ class ShapesFlowVideos(torch.utils.data.Dataset):
             video = sample_video(rng, num_frames, size=self.size)
         else:  # the held-out captions stay out of training, as the motion module's clips
             video = sample_video_v2(rng, num_frames, size=self.size, exclude=HELD_OUT_V2)
-        flow = torch.from_numpy(to_latent_grid(backward_flow(video), self.factor))
+        if self.estimated and rng.random() < self.estimated:
+            from zeroshot.motion import VideoFlow
+
+            grid = (self.size // self.factor, self.size // self.factor)
+            flow = VideoFlow.from_frames(video.frames).flow(num_frames, self.size, self.size, grid)
+        else:
+            flow = torch.from_numpy(to_latent_grid(backward_flow(video), self.factor))
         return torch.from_numpy(video.frames), video.caption, fa.flow_features(flow, self.size, self.size)
 
 
@@ -193,7 +205,7 @@ def train(
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     size = int(unet.config.sample_size) * factor
     dataset = ShapesFlowVideos(config.seed, config.batch_size, config.frames, size, config.steps * config.batch_size,
-                               factor=factor, world=config.world)
+                               factor=factor, world=config.world, estimated=config.estimated_flow)
 
     adapter = fa.new_flow_adapter(unet, hidden=config.hidden, seed=config.seed, injection=config.injection,
                                   motion_unet=motion_unet).to(device)
@@ -234,7 +246,7 @@ def train(
     adapter.eval().requires_grad_(False)
     if config.out:
         notes = {"motion_module": Path(config.motion_module).name if config.motion_module else "shapes_motion.safetensors",
-                 "world": config.world, "steps": step}
+                 "world": config.world, "steps": step, "estimated_flow": config.estimated_flow}
         fa.save(adapter, config.out, base=base_identity(unet), notes=notes)
     return {"losses": losses, "adapter": adapter, "steps": step}
 
@@ -250,12 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help=f"resumable checkpoint file ('' for none; default {DEFAULT_CHECKPOINT})")
     add_run_arguments(parser, defaults, frames=True)
     parser.add_argument("--workers", type=int, default=defaults.workers, help="data loader processes")
+    parser.add_argument("--estimated-flow", type=float, default=defaults.estimated_flow, metavar="P",
+                        help="share of clips trained on their DIS-estimated flow (what --motion-from reads) "
+                             "instead of the exact one, 0..1")
     parser.add_argument("--hidden", type=int, default=defaults.hidden, help="flow encoder channels")
     parser.add_argument("--injection", choices=fa.INJECTIONS, default=defaults.injection,
                         help="residuals: ControlNet-style skip residuals; attention: OnlyFlow, into every temporal attention")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1 or args.hidden < 1:
         parser.error("--steps, --batch-size and --hidden must be >= 1")
+    if not 0.0 <= args.estimated_flow <= 1.0:
+        parser.error(f"--estimated-flow must be in [0, 1], got {args.estimated_flow}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = FlowTrainConfig(
         model=args.model,
@@ -267,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         hidden=args.hidden,
         injection=args.injection,
         workers=args.workers,
+        estimated_flow=args.estimated_flow,
     )
     return run_training(parser, train, config, time_limit_s=args.time_limit, log=args.log)
 

@@ -45,6 +45,6 @@ def apply(run) -> None:
         index = int(hit[0]) if len(hit) else 0
         if index in guided_steps(len(steps), g.start, g.end):
             return inner(x, t, cond)
-        return inner(x, t, dataclasses.replace(cond, negative=None, partial=None, guidance=None))
+        return inner(x, t, dataclasses.replace(cond, negative=None, partial=None, guidance=None, _batched={}))
 
     run.model_fn = model_fn

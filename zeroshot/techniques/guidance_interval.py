@@ -2,8 +2,9 @@
 
 Kynkäänniemi et al., "Applying Guidance in a Limited Interval Improves Sample and
 Distribution Quality in Diffusion Models" (NeurIPS 2024, arXiv 2404.07724) guide only in a
-middle range of noise levels; diffusers documents the same idea for speed as dynamic
-classifier-free guidance (guidance switched off after a share of the steps). Here the range
+middle range of noise levels; diffusers offers the same idea for speed as "dynamic
+classifier-free guidance" (`callbacks.SDCFGCutoffCallback`: guidance off after a share of the
+steps, the batch halved). Here the range
 is a share of the schedule's steps, `[start, end)`: steps inside it run the guided batch
 ([negative, positive], `families.base.guided`), steps outside it the conditional branch
 alone, one network call on half the batch. `start=0, end=1` is plain guidance; an empty

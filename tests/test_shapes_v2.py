@@ -370,3 +370,19 @@ def test_the_v2_model_ships_small_and_draws_held_out_captions_as_documented():
     for field, target in targets.items():
         rate = right[field] / len(prompts)
         assert rate >= target - 3 * math.sqrt(target * (1 - target) / len(prompts)), (field, right)
+
+
+def test_world_clips_of_v2_captions_keep_their_background_and_summarise_it():
+    """`evaluate.world_videos` draws a v2 caption's clip (object moving, background still), and
+    `summarise(background=True)` reads that background as kept; v1 captions keep v1's clips."""
+    from zeroshot.shapes.world import parse_caption_v2
+    from zeroshot.trained.evaluate import BACKGROUND_COLUMNS, summarise, world_videos
+
+    v2 = world_videos(["a red square on a blue striped background"], 8, 2)
+    assert len(v2) == 2 and v2[0][1].shape == (8, 3, 64, 64)
+    row = summarise(v2, background=True)
+    assert all(row[k] > 0.95 for k in BACKGROUND_COLUMNS)
+    assert row["alignment"] == 1.0 and row["speed_px"] > 0.5
+    v1 = world_videos(["a red square on a blue background"], 8, 1)
+    assert parse_caption_v2(v1[0][0])[3] == "plain"
+    assert "background_correlation" not in summarise(v1)

@@ -85,6 +85,11 @@ def configs() -> dict:
         "dpm++ 12 +cfg0.4": replace(dpm, num_inference_steps=12, guidance_interval=GuidanceInterval(0.0, 0.4)),
         "dpm++ 10 +cfg0.5 +cache2 late": replace(dpm, num_inference_steps=10, guidance_interval=GuidanceInterval(0.0, 0.5),
                                                  step_cache=StepCache(interval=2, start=0.5)),
+        "dpm++ 10 +cfg0.5 +cache2": replace(dpm, num_inference_steps=10, guidance_interval=GuidanceInterval(0.0, 0.5),
+                                            step_cache=StepCache(interval=2)),
+        "dpm++ 10 +cfg0.5 +cache3 late": replace(dpm, num_inference_steps=10, guidance_interval=GuidanceInterval(0.0, 0.5),
+                                                 step_cache=StepCache(interval=3, start=0.3)),
+        "dpm++ 8 +cfg0.5": replace(dpm, num_inference_steps=8, guidance_interval=GuidanceInterval(0.0, 0.5)),
     }
 
 

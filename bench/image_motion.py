@@ -41,6 +41,7 @@ VARIANTS = {
     "animatediff + flow-warped (held)": ("animatediff", {"noise.prior": "flow-warped", "motion.dynamics": "off"}),
     "animatediff + flow adapter (held)": (
         "animatediff", {"animatediff.flow_adapter": "FLOW_ADAPTER", "motion.dynamics": "off"}),
+    "animatediff + t2v-zero warp + flow adapter": ("animatediff", {"animatediff.flow_adapter": "FLOW_ADAPTER"}),
 }
 
 

@@ -152,10 +152,7 @@ def residuals_fn(run, nets, guess_mode: bool):
     model, recipe = run.model, run.recipe
 
     def fn(x: torch.Tensor, t, c: dict[str, torch.Tensor]) -> dict:
-        steps = run.timesteps
-        hit = (steps == t).nonzero() if steps is not None else []
-        index = int(hit[0]) if len(hit) else 0
-        scales = scales_at(recipe, index, len(steps) if steps is not None else 1)
+        scales = scales_at(recipe, *run.step(t))
         if not any(scales):
             return {}
         f = x.shape[2]

@@ -62,9 +62,7 @@ def apply(run) -> None:
 
     def model_fn(x, t, cond):
         state.num_frames = x.shape[2]
-        steps = run.timesteps
-        hit = (steps == t).nonzero() if steps is not None else []
-        state.active = step_active(int(hit[0]) if len(hit) else 0, len(steps) if steps is not None else 1, cf.steps)
+        state.active = step_active(*run.step(t), cf.steps)
         return inner(x, t, cond)
 
     run.model_fn = model_fn

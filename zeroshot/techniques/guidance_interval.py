@@ -39,12 +39,10 @@ def apply(run) -> None:
     inner = run.model_fn
 
     def model_fn(x, t, cond):
-        steps = run.timesteps
-        if not cond.guided or steps is None:
+        if not cond.guided or run.timesteps is None:
             return inner(x, t, cond)
-        hit = (steps == t).nonzero()
-        index = int(hit[0]) if len(hit) else 0
-        if index in guided_steps(len(steps), g.start, g.end):
+        index, num_steps = run.step(t)
+        if index in guided_steps(num_steps, g.start, g.end):
             return inner(x, t, cond)
         return inner(x, t, dataclasses.replace(cond, negative=None, partial=None, guidance=None, _batched={}))
 

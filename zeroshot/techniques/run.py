@@ -53,6 +53,15 @@ class Run:
         self.sample = self.plain_sample
         self.encode = self.model.encode  # (prompts, negative) -> Cond; prompt travel replaces it
 
+    def step(self, t) -> tuple[int, int]:
+        """(index of timestep `t` in the running schedule, the schedule's length), for hooks
+        gated by step; (0, 1) outside a schedule, and a `t` not in it reads as step 0."""
+        steps = self.timesteps
+        if steps is None:
+            return 0, 1
+        hit = (steps == t).nonzero()
+        return (int(hit[0]) if len(hit) else 0), len(steps)
+
     def encode_prompt(self, num_videos: int) -> Cond:
         """The run's conditioning: the prompt (and its negative when guided) for every video,
         plus what the family's `encode` names (an input image or video, the recipe, the generator)."""

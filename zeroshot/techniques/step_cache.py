@@ -164,10 +164,9 @@ def apply(run) -> None:
     inner = run.model_fn
 
     def model_fn(x, t, cond):
-        steps = run.timesteps
-        hit = (steps == t).nonzero() if steps is not None else []
-        state.full_until = math.ceil(c.start * len(steps)) if steps is not None else 0
-        state.begin_step(int(hit[0]) if len(hit) else 0)
+        index, num_steps = run.step(t)
+        state.full_until = math.ceil(c.start * num_steps) if run.timesteps is not None else 0
+        state.begin_step(index)
         return inner(x, t, cond)
 
     run.model_fn = model_fn

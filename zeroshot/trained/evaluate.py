@@ -36,7 +36,6 @@ def world_videos(prompts: list[str], num_frames: int, seeds: int, *, size: int =
     """Ground-truth moving videos of the world for `prompts` (optionally restyled); v2
     captions (a patterned background) get v2's object motions over a still background."""
     from zeroshot.shapes.world import (
-        parse_caption,
         parse_caption_v2,
         render,
         render_video,
@@ -52,7 +51,6 @@ def world_videos(prompts: list[str], num_frames: int, seeds: int, *, size: int =
         for s in range(seeds):
             rng = np.random.default_rng([99, i, s])
             if pattern == "plain":
-                shape, fg, bg = parse_caption(prompt)
                 scene, motion = sample_scene(rng, size=size, shape=shape, fg=fg, bg=bg), sample_motion(rng, size=size)
             else:
                 scene = sample_scene_v2(rng, size=size, pattern=pattern, shape=shape, fg=fg, bg=bg)

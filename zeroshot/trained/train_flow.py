@@ -34,6 +34,7 @@ import torch
 from zeroshot.trained import flow_adapter as fa
 from zeroshot.trained.train_motion import (
     EMBEDDED_MODEL,
+    ShapesVideos,
     batches,
     caption_embeds,
     diffusion_loss,
@@ -114,8 +115,8 @@ def to_latent_grid(flow_px: np.ndarray, factor: int) -> np.ndarray:
     return flow_px.reshape(f, c, height // factor, factor, width // factor, factor).mean(axis=(3, 5))
 
 
-class ShapesFlowVideos(torch.utils.data.Dataset):
-    """Item `i`: a world clip drawn from `numpy.random.default_rng([seed, i])` with its flow.
+class ShapesFlowVideos(ShapesVideos):
+    """Item `i`: `ShapesVideos`' clip `i` with its flow.
 
     Returns (frames (f, 3, H, W) float [0, 1], caption, flow features (f, 4, h, w)); the clip
     length is `frames[(i // batch_size) % len(frames)]`, so a batch has one length.
@@ -126,30 +127,18 @@ class ShapesFlowVideos(torch.utils.data.Dataset):
 
     def __init__(self, seed: int, batch_size: int, frames: tuple[int, ...], size: int, length: int, *,
                  factor: int, world: str = "v1", estimated: float = 0.0):
-        if world not in WORLDS:
-            raise ValueError(f"world must be one of {', '.join(WORLDS)}, got {world!r}")
+        super().__init__(seed, batch_size, frames, size, length, world)
         if not 0.0 <= estimated <= 1.0:
             raise ValueError(f"estimated flow share must be in [0, 1], got {estimated}")
-        self.seed, self.batch_size, self.frames, self.size, self.length = seed, batch_size, frames, size, length
-        self.factor, self.world, self.estimated = factor, world, estimated
-
-    def __len__(self) -> int:
-        return self.length
+        self.factor, self.estimated = factor, estimated
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str, torch.Tensor]:
-        from zeroshot.shapes.world import HELD_OUT_V2, sample_video, sample_video_v2
-
-        rng = np.random.default_rng([self.seed, index])
-        num_frames = self.frames[(index // self.batch_size) % len(self.frames)]
-        if self.world == "v1":
-            video = sample_video(rng, num_frames, size=self.size)
-        else:  # the held-out captions stay out of training, as the motion module's clips
-            video = sample_video_v2(rng, num_frames, size=self.size, exclude=HELD_OUT_V2)
+        video, rng = self.clip(index)
         if self.estimated and rng.random() < self.estimated:
             from zeroshot.motion import VideoFlow
 
             grid = (self.size // self.factor, self.size // self.factor)
-            flow = VideoFlow.from_frames(video.frames).flow(num_frames, self.size, self.size, grid)
+            flow = VideoFlow.from_frames(video.frames).flow(len(video.frames), self.size, self.size, grid)
         else:
             flow = torch.from_numpy(to_latent_grid(backward_flow(video), self.factor))
         return torch.from_numpy(video.frames), video.caption, fa.flow_features(flow, self.size, self.size)

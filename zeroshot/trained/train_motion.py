@@ -112,7 +112,9 @@ class ShapesVideos(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+    def clip(self, index: int):
+        """Item `index`'s `world.Video` and the generator it was drawn with (left where the
+        clip's draws end, for a subclass's own draws)."""
         import numpy as np
 
         from zeroshot.shapes import world
@@ -120,9 +122,11 @@ class ShapesVideos(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, index])
         num_frames = self.frames[(index // self.batch_size) % len(self.frames)]
         if self.world == "v2":
-            video = world.sample_video_v2(rng, num_frames, size=self.size, exclude=world.HELD_OUT_V2)
-        else:
-            video = world.sample_video(rng, num_frames, size=self.size)
+            return world.sample_video_v2(rng, num_frames, size=self.size, exclude=world.HELD_OUT_V2), rng
+        return world.sample_video(rng, num_frames, size=self.size), rng
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        video, _ = self.clip(index)
         return torch.from_numpy(video.frames), video.caption
 
 

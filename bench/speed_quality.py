@@ -59,7 +59,7 @@ def configs() -> dict:
     ddim = replace(t2v, scheduler="ddim")
     dpm = replace(t2v, scheduler="dpm++")
     unipc = replace(t2v, scheduler="unipc")
-    return {
+    out = {
         REFERENCE: None,
         "zeroshot ddim-50": replace(ddim, num_inference_steps=50),
         "zeroshot ddim-25": replace(ddim, num_inference_steps=25),
@@ -90,7 +90,25 @@ def configs() -> dict:
         "dpm++ 10 +cfg0.5 +cache3 late": replace(dpm, num_inference_steps=10, guidance_interval=GuidanceInterval(0.0, 0.5),
                                                  step_cache=StepCache(interval=3, start=0.3)),
         "dpm++ 8 +cfg0.5": replace(dpm, num_inference_steps=8, guidance_interval=GuidanceInterval(0.0, 0.5)),
+        # caching on top of the fewest-step configuration: the unguided half only (all of it, or every other
+        # step), everything (reused or forecast from the last two full steps, TaylorSeer's first order)
+        "dpm++ 8 +cfg0.5 +cache2 late": replace(dpm, num_inference_steps=8, guidance_interval=GuidanceInterval(0.0, 0.5),
+                                                step_cache=StepCache(interval=2, start=0.5)),
+        "dpm++ 8 +cfg0.5 +cache-all late": replace(dpm, num_inference_steps=8, guidance_interval=GuidanceInterval(0.0, 0.5),
+                                                   step_cache=StepCache(interval=10**6, start=0.5)),
+        "dpm++ 8 +cfg0.5 +cache2": replace(dpm, num_inference_steps=8, guidance_interval=GuidanceInterval(0.0, 0.5),
+                                           step_cache=StepCache(interval=2)),
+        "dpm++ 8 +cfg0.5 +cache2 forecast": replace(dpm, num_inference_steps=8,
+                                                    guidance_interval=GuidanceInterval(0.0, 0.5),
+                                                    step_cache=StepCache(interval=2, order=1)),
+        "dpm++ 20 +cache3 forecast": replace(dpm, num_inference_steps=20, step_cache=StepCache(interval=3, order=1)),
+        "dpm++ 20 +cache4 forecast": replace(dpm, num_inference_steps=20, step_cache=StepCache(interval=4, order=1)),
+        "dpm++ 20 +cache4": replace(dpm, num_inference_steps=20, step_cache=StepCache(interval=4)),
     }
+    # the same with the tiny VAE (`--vae`, default the model folder's vae_tiny) decoding
+    for name in ("dpm++ 8 +cfg0.5", "dpm++ 8 +cfg0.5 +cache2 late", "dpm++ 10 +cfg0.5", "dpm++ 10"):
+        out[f"{name} +tinyvae"] = out[name]
+    return out
 
 
 def diffusers_call(model, recipe):
@@ -155,6 +173,14 @@ def run(args) -> None:
     chosen = {n: r if r is None else replace(r, num_frames=args.frames) for n, r in chosen.items()}
     base = prepare_recipe(model, replace(get_method("t2v-zero"), num_frames=args.frames))
     reference = diffusers_call(model, base)
+    model_of = {name: model for name in chosen}
+    if any(name.endswith(" +tinyvae") for name in chosen):  # the same weights, another VAE decoding
+        import dataclasses
+
+        from zeroshot.models import check_vae, swap_vae
+
+        tiny = swap_vae(dataclasses.replace(model), check_vae(args.vae, model.path))
+        model_of.update({name: tiny for name in chosen if name.endswith(" +tinyvae")})
     prompts = distinct_captions(args.videos, args.prompt_seed, world=args.world)
     camera = camera_step(base, base.height, base.width) if v2 else None
     rows: dict[str, list[dict]] = {name: [] for name in chosen}
@@ -163,14 +189,14 @@ def run(args) -> None:
         if recipe is None:
             reference(prompts[0], 0)
         else:
-            generate(model, prompts[0], recipe, seed=0, progress=False)
+            generate(model_of[name], prompts[0], recipe, seed=0, progress=False)
     for i, prompt in enumerate(prompts):
         for name, recipe in chosen.items():
             start = time.perf_counter()
             if recipe is None:
                 frames = reference(prompt, i)
             else:
-                frames = generate(model, prompt, recipe, seed=i, progress=False).frames[0]
+                frames = generate(model_of[name], prompt, recipe, seed=i, progress=False).frames[0]
             seconds[name] += time.perf_counter() - start
             rows[name].append(measure(frames, prompt, base.motion, camera))
         print(f"video {i + 1}/{len(prompts)} done", file=sys.stderr, flush=True)
@@ -217,12 +243,131 @@ def run(args) -> None:
         fastest = min((n for n in summary if verdict[n]), key=lambda n: summary[n]["seconds"])
         print(f"fastest at equal quality ({label}): {fastest}: {summary[fastest]['seconds'] / ref['seconds']:.3f} "
               f"of the reference's time")
-    plain = {n: n.split(" +")[0] for n in summary if " +" in n}
+    plain = {}
+    for n in summary:
+        prefixes = [b for b in summary if b != n and n.startswith(b + " +")]
+        if prefixes:
+            plain[n] = max(prefixes, key=len)
     for name, base_name in plain.items():
         if base_name in summary:
             gain = summary[base_name]["seconds"] / summary[name]["seconds"]
             print(f"{name}: {gain:.2f}× faster than {base_name} (equal quality to the reference, ref SE / joint SE: "
                   f"{'yes' if equal[name] else 'no'} / {'yes' if joint[name] else 'no'})")
+
+
+def breakdown(args) -> None:
+    """Where a render of one configuration spends its time, and the most that step caching and
+    token merging could take off it: the same renders with every cacheable step cached (interval
+    beyond the schedule: each call runs whole once, then reuses) and with 90 % of the tokens
+    merged. No quality is measured: these are bounds, whatever they cost."""
+    from collections import defaultdict
+
+    from diffusers.models.attention_processor import Attention
+
+    from zeroshot.generate import generate
+    from zeroshot.models import load
+    from zeroshot.shapes.world import distinct_captions
+
+    v2 = args.world == "v2"
+    if args.model == "mid":  # the random SD-topology model (time only)
+        import tempfile
+
+        from zeroshot.testing import build_sd_folder
+
+        model = load(str(build_sd_folder(tempfile.mkdtemp(), "mid", seed=0)))
+    else:
+        model = load(args.model or ("shapes-v2" if v2 else "shapes"))
+    known = configs()
+    if args.breakdown not in known or known[args.breakdown] is None:
+        raise SystemExit(f"--breakdown: unknown zeroshot configuration {args.breakdown!r}; valid: "
+                         f"{', '.join(n for n, r in known.items() if r is not None)}")
+    base = replace(known[args.breakdown], num_frames=args.frames)
+    if args.size:
+        base = replace(base, height=args.size, width=args.size)
+    prompts = distinct_captions(args.videos, args.prompt_seed, world=args.world)
+    never = 10**6  # an interval no schedule reaches
+    guided_until = base.guidance_interval.end if base.guidance_interval is not None else 0.0
+    late = f"after the first {guided_until:.0%}"
+    bounds = {
+        args.breakdown: base,
+        "+ every step cached (bound)": replace(base, step_cache=StepCache(interval=never)),
+        f"+ every step {late} cached (bound)": replace(base, step_cache=StepCache(interval=never, start=guided_until)),
+        "+ token merge 0.9 (bound)": replace(base, token_merge=TokenMerge(ratio=0.9)),
+        "+ every step cached + token merge 0.9 (bound)": replace(base, step_cache=StepCache(interval=never),
+                                                                  token_merge=TokenMerge(ratio=0.9)),
+        f"+ cache interval 2 {late}": replace(base, step_cache=StepCache(interval=2, start=guided_until)),
+        "+ token merge 0.5": replace(base, token_merge=TokenMerge(ratio=0.5)),
+        f"+ token merge 0.5 + cache interval 2 {late}": replace(
+            base, token_merge=TokenMerge(ratio=0.5), step_cache=StepCache(interval=2, start=guided_until)),
+    }
+
+    # 1. the parts of the plain render, timed by hooks (a pass of its own: hooks cost time)
+    parts: dict[str, float] = defaultdict(float)
+    started: dict[int, float] = {}
+
+    def begin(module, *_):
+        started[id(module)] = time.perf_counter()
+
+    def timed(label):
+        def end(module, args_, kwargs, out):
+            sample = args_[0] if args_ else next(iter(kwargs.values()))
+            parts[label(sample)] += time.perf_counter() - started.pop(id(module))
+        return end
+
+    unet = model.unet
+    handles = [unet.register_forward_pre_hook(begin, with_kwargs=True),
+               unet.register_forward_hook(timed(lambda x: f"UNet calls of {x.shape[0]} sample(s)"), with_kwargs=True)]
+    for module in unet.modules():
+        if isinstance(module, Attention):
+            handles += [module.register_forward_pre_hook(begin, with_kwargs=True),
+                        module.register_forward_hook(timed(lambda x: "  of which attention layers"), with_kwargs=True)]
+    handles += [model.text_encoder.register_forward_pre_hook(begin, with_kwargs=True),
+                model.text_encoder.register_forward_hook(timed(lambda x: "text encoder"), with_kwargs=True)]
+    decode = model.vae.decode
+
+    def timed_decode(*a, **k):
+        start = time.perf_counter()
+        out = decode(*a, **k)
+        parts["VAE decode"] += time.perf_counter() - start
+        return out
+
+    model.vae.decode = timed_decode
+    total = 0.0
+    try:
+        generate(model, prompts[0], base, seed=0, progress=False)
+        parts.clear()
+        for i, prompt in enumerate(prompts):
+            start = time.perf_counter()
+            generate(model, prompt, base, seed=i, progress=False)
+            total += time.perf_counter() - start
+    finally:
+        for handle in handles:
+            handle.remove()
+        del model.vae.decode
+    unet_total = sum(v for k, v in parts.items() if k.startswith("UNet"))
+    print(f"{model.model_id}, {args.breakdown}, {args.videos} videos x {args.frames} frames at {args.size or 'its size'}, "
+          f"torch threads {torch.get_num_threads()}")
+    print("| part | s/video | share of the render |")
+    print("| --- | ---: | ---: |")
+    rows = sorted(parts.items(), key=lambda kv: (not kv[0].startswith("UNet"), kv[0]))
+    for label, sec in [*rows, ("everything else (scheduler, warp, hooks, latents)",
+                                total - unet_total - parts["VAE decode"] - parts["text encoder"]), ("render", total)]:
+        print(f"| {label} | {sec / len(prompts):.3f} | {sec / total:.2f} |")
+
+    # 2. the bounds: renders with the most caching and merging (round-robin, no hooks)
+    seconds = {name: 0.0 for name in bounds}
+    for recipe in bounds.values():
+        generate(model, prompts[0], recipe, seed=0, progress=False)
+    for i, prompt in enumerate(prompts):
+        for name, recipe in bounds.items():
+            start = time.perf_counter()
+            generate(model, prompt, recipe, seed=i, progress=False)
+            seconds[name] += time.perf_counter() - start
+    print()
+    print(f"| caching and merging on top of {args.breakdown} | s/video | speed-up |")
+    print("| --- | ---: | ---: |")
+    for name, sec in seconds.items():
+        print(f"| {name} | {sec / len(prompts):.3f} | {seconds[args.breakdown] / sec:.2f}× |")
 
 
 def unet_only(args) -> None:
@@ -281,18 +426,25 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=8)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--model", default=None,
-                    help="model folder or embedded name (default: shapes, the v1 model docs/speed.md measured; shapes-v2 with --world v2)")
+                    help="model folder or embedded name (default: shapes, the v1 model docs/speed.md measured; shapes-v2 with --world v2); "
+                         "with --breakdown also 'mid', the random SD-topology model (times only)")
     ap.add_argument("--world", choices=("v1", "v2"), default="v1", help="v2: patterned captions, background kept as a quality column")
     ap.add_argument("--configs", nargs="+", default=None, help="a subset of the configurations (the reference always runs)")
     ap.add_argument("--prompt-seed", type=int, default=1234)
+    ap.add_argument("--vae", default="vae_tiny", help="the VAE of the '+tinyvae' configurations (a folder, or a name in the model's)")
     ap.add_argument("--json", default=None, help="write every video's metrics and the times here")
     ap.add_argument("--unet-only", action="store_true", help="time single UNet calls of the mid model instead")
+    ap.add_argument("--breakdown", default=None, metavar="CONFIG",
+                    help="time the parts of this configuration's render and the most caching and merging could save")
+    ap.add_argument("--size", type=int, default=None, help="--breakdown: render at this many pixels a side")
     ap.add_argument("--px", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.unet_only:
         unet_only(args)
+    elif args.breakdown:
+        breakdown(args)
     else:
         run(args)
 

@@ -173,7 +173,7 @@ def test_every_listed_key_is_accepted_by_set():
     r = _everything_on()
     r = replace(r, animatediff=AnimateDiff(adapter="a.safetensors", context_length=8),
                 windows=Windows(length=4, stride=2, weighting="flat"), chunks=Chunks(size=3),
-                step_cache=StepCache(interval=2, branch=1), token_merge=TokenMerge(ratio=0.3, stride=3, max_downsample=2),
+                step_cache=StepCache(interval=2, branch=1, start=0.2, order=1), token_merge=TokenMerge(ratio=0.3, stride=3, max_downsample=2),
                 guidance_interval=GuidanceInterval(start=0.1, end=0.6),
                 svd=SVD(fps=6, motion_bucket_id=100, noise_aug_strength=0.05, min_guidance_scale=1.5,
                         decode_chunk_size=2),

@@ -73,6 +73,54 @@ def test_full_and_cached_calls_follow_the_interval(tiny_model):
     assert torch.equal(again, plain[0]) and torch.equal(same, plain[0])
 
 
+def test_order_one_forecasts_the_kept_feature_from_the_last_two_full_steps(tiny_model):
+    """StepCache(order=1): a cached step k after full steps k0 < k1 of the same call gets
+    F(k1) + (k - k1) / (k1 - k0) * (F(k1) - F(k0)) as the kept feature; with one full step
+    behind it (or after the schedule starts again, or a new input shape) it reuses F(k1)."""
+    unet = tiny_model.unet
+    _, kept_name = deep_modules(unet, 0)
+    kept_module = unet.get_submodule(kept_name)
+    seen = []
+    handle = kept_module.register_forward_hook(lambda module, args, out: seen.append(out))
+    x = torch.randn(2, 4, 8, 8)
+    e = torch.randn(2, 77, 32)
+    try:
+        with torch.no_grad(), step_cache(unet, interval=2, order=1) as state:
+            for index in range(6):  # full 0, 2, 4; cached 1, 3, 5
+                state.begin_step(index)
+                unet(x + 0.1 * index, 500 - 50 * index, encoder_hidden_states=e)
+            state.begin_step(0)  # a new pass over the schedule: no step behind it
+            unet(x, 500, encoder_hidden_states=e)
+            state.begin_step(1)
+            unet(x, 450, encoder_hidden_states=e)
+    finally:
+        handle.remove()
+    f0, c1, f2, c3, f4, c5, again, c_again = seen
+    assert torch.equal(c1, f0)  # one full step behind: reused
+    torch.testing.assert_close(c3, f2 + 0.5 * (f2 - f0))
+    torch.testing.assert_close(c5, f4 + 0.5 * (f4 - f2))
+    assert not torch.equal(c3, f2)
+    assert torch.equal(c_again, again)
+    # order 0 (DeepCache) reuses the last full step's feature as before
+    seen.clear()
+    handle = kept_module.register_forward_hook(lambda module, args, out: seen.append(out))
+    try:
+        with torch.no_grad(), step_cache(unet, interval=2) as state:
+            for index in range(4):
+                state.begin_step(index)
+                unet(x + 0.1 * index, 500 - 50 * index, encoder_hidden_states=e)
+    finally:
+        handle.remove()
+    assert torch.equal(seen[3], seen[2])
+    with pytest.raises(RecipeError, match="order must be 0"):
+        validate(replace(RECIPE, step_cache=StepCache(order=2)))
+    # in a render it runs and stays close to the uncached video
+    plain = generate(tiny_model, "a red cat", RECIPE, progress=False).latents
+    forecast = generate(tiny_model, "a red cat", replace(RECIPE, step_cache=StepCache(interval=2, order=1)),
+                        progress=False).latents
+    assert 0 < (plain - forecast).abs().max() < 0.5 * plain.abs().max()
+
+
 def test_start_keeps_the_first_steps_whole(tiny_model):
     """StepCache(start=s): the first ceil(s x steps) steps run the whole UNet, then the interval
     applies; so caching only the later steps leaves the early latents exactly uncached."""

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from zeroshot.families import SD, UnsupportedFamily, family_for
-from zeroshot.families.base import read_config
+from zeroshot.families.base import read_config, vae_scale_factor
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,74 @@ def load(
     return model
 
 
+#: VAEs that decode (and encode) one frame at a time, which `--vae` can swap for each other: a
+#: model's own `AutoencoderKL` for another (a fine-tuned decoder) or for an `AutoencoderTiny`
+#: (TAESD-style: a small conv decoder, several times faster, a little less sharp).
+PER_FRAME_VAES = ("AutoencoderKL", "AutoencoderTiny")
+
+
+def vae_folder(vae: str, model_path: str | None) -> Path:
+    """The folder `--vae` names: a folder as given, else a relative name inside the model's
+    folder (`--model shapes-v2 --vae vae_tiny`)."""
+    path = Path(vae).expanduser()
+    if path.is_dir():
+        return path
+    card = peek(model_path)
+    if not path.is_absolute() and card.path and (Path(card.path) / vae).is_dir():
+        return Path(card.path) / vae
+    raise ModelError(f"--vae: no VAE folder {vae}" + ("" if path.is_absolute() else " (here or in the model's folder)"))
+
+
+def check_vae(vae: str, model_path: str | None) -> Path:
+    """`--vae` against the model, from JSON files only: a diffusers `AutoencoderKL` or
+    `AutoencoderTiny` folder, a model whose frames are decoded one at a time by an
+    `AutoencoderKL`, the same latent channels and pixels per latent. Returns the folder."""
+    folder = vae_folder(vae, model_path)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ModelError(f"--vae {vae}: no readable config.json in {folder} (a diffusers AutoencoderKL or "
+                         "AutoencoderTiny folder)") from None
+    kind = config.get("_class_name")
+    if kind not in PER_FRAME_VAES:
+        raise ModelError(f"--vae {vae}: a {kind} cannot replace a model's VAE; pass an AutoencoderKL or AutoencoderTiny folder")
+    card = peek(model_path)
+    own = read_config(Path(card.path), "vae") if card.path and card.family_class is not None else {}
+    if not own:
+        return folder  # a single file or a hub id: checked against the loaded VAE
+    family = card.family_class.family
+    if own.get("_class_name") != "AutoencoderKL":
+        raise ModelError(f"--vae: {family} models decode with their {own.get('_class_name')} (frames together); "
+                         "a per-frame VAE cannot replace it")
+    check_vae_fits(config, own, vae)
+    return folder
+
+
+def check_vae_fits(config, own, name: str) -> None:
+    """A VAE config `config` can stand in for `own`: same latent channels, same pixels per latent."""
+    for what, mine, theirs in (("latent channels", own.get("latent_channels"), config.get("latent_channels")),
+                               ("pixels per latent", vae_scale_factor(own), vae_scale_factor(config))):
+        if mine != theirs:
+            raise ModelError(f"--vae {name}: {theirs} {what}, the model's VAE has {mine}")
+
+
+def swap_vae(model, folder: Path):
+    """`model` with the VAE of `folder` (`check_vae`), on the model VAE's device and dtype."""
+    import diffusers
+
+    from zeroshot.trained.inflate import quiet_diffusers
+
+    if not type(model.vae).__name__ == "AutoencoderKL":
+        raise ModelError(f"--vae: {model.family} models decode with their {type(model.vae).__name__}; "
+                         "a per-frame VAE cannot replace it")
+    config = json.loads((folder / "config.json").read_text())
+    check_vae_fits(config, model.vae.config, str(folder))
+    with quiet_diffusers():
+        vae = getattr(diffusers, config["_class_name"]).from_pretrained(str(folder), local_files_only=True)
+    model.vae = vae.to(device=model.vae.device, dtype=model.vae.dtype).requires_grad_(False).eval()
+    return model
+
+
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -232,13 +300,15 @@ class ModelSpec:
     loras: tuple[tuple[str, float], ...] = ()
     offload: bool = False
     vae_tiling: bool = False
+    vae: str | None = None
 
     @property
     def render_id(self) -> str | None:
-        """What output names hash: the path, plus each LoRA (file stem and scale) if any."""
-        if not self.loras:
+        """What output names hash: the path, plus each LoRA (file stem and scale) and another VAE if any."""
+        if not self.loras and self.vae is None:
             return self.path
-        return "+".join([self.path or "embedded", *(f"{Path(f).stem}:{s:g}" for f, s in self.loras)])
+        return "+".join([self.path or "embedded", *(f"{Path(f).stem}:{s:g}" for f, s in self.loras),
+                         *([f"vae={self.vae}"] if self.vae is not None else [])])
 
     def check(self) -> None:
         """Fail fast, before any weights load: a missing model, a refused pickle, a bad LoRA file."""
@@ -249,6 +319,8 @@ class ModelSpec:
         check_model_arg(self.path, allow_pickle=self.allow_pickle)
         for file, _ in self.loras:
             file_format(file)
+        if self.vae is not None:
+            check_vae(self.vae, self.path)
         if self.offload or self.vae_tiling:
             from zeroshot import memory
 
@@ -269,6 +341,8 @@ class ModelSpec:
         target = "cpu" if self.offload else device  # offload: components wait in CPU memory
         model = load(self.path, allow_pickle=self.allow_pickle, device=target, dtype=dtype, config=self.config)
         model = apply_loras(model, self.loras)
+        if self.vae is not None:
+            swap_vae(model, vae_folder(self.vae, self.path))
         if self.vae_tiling:
             memory.enable_vae_tiling(model)
         if self.offload:

@@ -148,11 +148,15 @@ class StepCache:
     of its deep part (below the `branch`-th resolution level) is kept; the steps between
     recompute only the shallow levels 0..`branch` around that kept feature. interval=1 is
     the uncached run. The first `start` share of the schedule always runs whole (the early
-    steps decide the layout; caching only the later ones keeps it)."""
+    steps decide the layout; caching only the later ones keeps it). `order=1` forecasts the
+    kept feature at a cached step from the last two full steps (a first-order Taylor step in
+    the schedule index, as TaylorSeer, Liu et al., ICCV 2025, arXiv 2503.06923) instead of
+    reusing the last one (order 0, DeepCache)."""
 
     interval: int = 3
     branch: int = 0
     start: float = 0.0
+    order: int = 0
 
 
 @dataclass(frozen=True)

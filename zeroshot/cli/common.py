@@ -72,7 +72,7 @@ def pair_arg(text: str) -> tuple[float, float]:
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
-    """--model, --model-config, --allow-pickle, --lora, --device, --dtype, --offload, --vae-tiling."""
+    """--model, --model-config, --allow-pickle, --lora, --device, --dtype, --offload, --vae-tiling, --vae."""
     p.add_argument("--model", default=None, help="diffusers folder (sd, sdxl, animatediff, unet3d, svd, cogvideox, wan), embedded name (shapes, shapes-v2), "
                    ".safetensors file or hub id (default: shapes-v2)")
     p.add_argument("--model-config", default=None, help="local diffusers folder with configs for a single file")
@@ -84,6 +84,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offload", action="store_true",
                    help="model CPU offload: components wait in CPU memory and move to the GPU while they run")
     p.add_argument("--vae-tiling", action="store_true", help="decode in overlapping tiles (VAE memory flat in frame size)")
+    p.add_argument("--vae", default=None, metavar="FOLDER",
+                   help="decode with this VAE instead: a diffusers AutoencoderKL or AutoencoderTiny (TAESD) folder, or a "
+                        "name in the model's folder (shapes-v2: vae_tiny)")
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
@@ -93,7 +96,8 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
 
     loras = tuple((str(path), scale) for path, scale in map(parse_lora_arg, args.lora))
     return ModelSpec(args.model, allow_pickle=args.allow_pickle, config=args.model_config, dtype=args.dtype,
-                     device=args.device, loras=loras, offload=args.offload, vae_tiling=args.vae_tiling)
+                     device=args.device, loras=loras, offload=args.offload, vae_tiling=args.vae_tiling,
+                     vae=args.vae)
 
 
 __all__ = [

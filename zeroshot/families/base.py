@@ -148,6 +148,17 @@ def layers_of_kind(names, is_temporal, kind: str) -> list[str]:
     raise ValueError(f"attention kind must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
 
 
+def vae_scale_factor(config) -> int | None:
+    """Pixels per latent a side of a per-frame VAE config: an `AutoencoderKL`'s (one halving per
+    block after the first) or an `AutoencoderTiny`'s (`upsampling_scaling_factor` per decoder
+    block after the first); None for other layouts."""
+    if config.get("block_out_channels"):
+        return 2 ** (len(config["block_out_channels"]) - 1)
+    if config.get("decoder_block_out_channels"):
+        return config.get("upsampling_scaling_factor", 2) ** (len(config["decoder_block_out_channels"]) - 1)
+    return None
+
+
 @dataclass(kw_only=True)
 class Components:
     """What every family's dataclass shares: the model's identity and recommendations, wrapping
@@ -192,7 +203,7 @@ class Components:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_scale_factor(self.vae.config)
 
     @property
     def device(self) -> torch.device:

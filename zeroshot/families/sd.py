@@ -154,12 +154,20 @@ def _per_frame(embeds: torch.Tensor, f: int, ndim: int = 3) -> torch.Tensor:
 
 
 @torch.no_grad()
+def encoded(out) -> torch.Tensor:
+    """The latents of a VAE's `encode` output: an `AutoencoderKL`'s posterior mode, or an
+    `AutoencoderTiny`'s latents (deterministic, already in the scaled space: its
+    `scaling_factor` is 1)."""
+    dist = getattr(out, "latent_dist", None)
+    return dist.mode() if dist is not None else out.latents
+
+
 def encode_frames(vae, frames: torch.Tensor, *, chunk: int = 2, scale: bool = True) -> torch.Tensor:
     """Frames `(b, f, 3, H, W)` in [0, 1] to latents `(b, c, f, h, w)`: the mean of the VAE's
     posterior (diffusers' `sample_mode="argmax"`), times its scaling factor when `scale`."""
     b, f = frames.shape[:2]
     flat = (frames.flatten(0, 1) * 2 - 1).to(device=vae.device, dtype=vae.dtype)  # (b f) 3 H W in [-1, 1]
-    parts = [vae.encode(flat[i : i + chunk]).latent_dist.mode() for i in range(0, b * f, chunk)]
+    parts = [encoded(vae.encode(flat[i : i + chunk])) for i in range(0, b * f, chunk)]
     latents = torch.cat(parts) * (vae.config.scaling_factor if scale else 1.0)
     return latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)  # b c f h w
 

@@ -15,6 +15,13 @@ leaving), at block granularity (the paper also splits inside blocks). The cache 
 network call of a step (chunks, classifier-free guidance batches), and a call whose input
 shape differs from the kept one (T2V-Zero's frame-0 pass, then all frames) runs full.
 The kept features grow with the video's frames: with chunks, memory is no longer flat.
+
+`order=1` forecasts the kept feature at a cached step instead of reusing it: from the last
+two full steps k0 < k1 of the same call (same input shape, same pass over the schedule),
+F(k) = F(k1) + (k - k1) / (k1 - k0) * (F(k1) - F(k0)) — the first-order Taylor forecast of
+TaylorSeer (Liu et al., "From Reusing to Forecasting", ICCV 2025, arXiv 2503.06923), in the
+schedule index. Until a call has two full steps behind it, it reuses (order 0). It keeps one
+more deep feature per call.
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ class CacheState:
     (`slot`) the input shape, the kept deep feature and the placeholders' shapes."""
 
     interval: int = 1
+    order: int = 0
     full_until: int = 0
+    index: int = 0
     full_step: bool = True
     full_call: bool = True
     slot: int = -1
@@ -52,6 +61,7 @@ class CacheState:
                           or index < self.full_until)
         if self.full_step:
             self.last_full = index
+        self.index = index
         self.slot = -1
 
     def begin_call(self, sample: torch.Tensor) -> None:
@@ -60,7 +70,11 @@ class CacheState:
         entry = self.slots.get(self.slot)
         self.full_call = self.full_step or entry is None or entry["shape"] != tuple(sample.shape)
         if self.full_call:
-            self.slots[self.slot] = {"shape": tuple(sample.shape)}
+            shape = tuple(sample.shape)
+            earlier = entry if entry is not None and entry["shape"] == shape and entry["index"] < self.index else None
+            if earlier is not None:
+                earlier["previous"] = None  # keep one step back, not a chain
+            self.slots[self.slot] = {"shape": shape, "index": self.index, "previous": earlier}
             self.full_calls += 1
         else:
             self.cached_calls += 1
@@ -68,6 +82,16 @@ class CacheState:
     @property
     def entry(self) -> dict:
         return self.slots[self.slot]
+
+    def replay(self, key: str):
+        """The kept output `key` for the running cached call: as kept (order 0), or forecast
+        from the last two full steps (order 1, when there are two and it is a tensor)."""
+        entry = self.entry
+        kept, earlier = entry[key], entry["previous"]
+        if self.order < 1 or earlier is None or not isinstance(kept, torch.Tensor):
+            return kept
+        k0, k1 = earlier["index"], entry["index"]
+        return torch.lerp(earlier[key], kept, 1.0 + (self.index - k1) / (k1 - k0))
 
 
 def _placeholder(out):
@@ -89,7 +113,7 @@ def _patch(module, key: str, state: CacheState, *, keep: bool):
             out = original(*args, **kwargs)
             state.entry[key] = out if keep else _placeholder(out)
             return out
-        return state.entry[key]
+        return state.replay(key) if keep else state.entry[key]
 
     return forward
 
@@ -109,11 +133,11 @@ def deep_modules(unet, branch: int) -> tuple[list[tuple[str, torch.nn.Module]], 
 
 
 @contextlib.contextmanager
-def step_cache(unet, *, interval: int, branch: int = 0) -> Iterator[CacheState]:
+def step_cache(unet, *, interval: int, branch: int = 0, order: int = 0) -> Iterator[CacheState]:
     """Install step caching on a UNet with `down_blocks`, `mid_block` and `up_blocks` for the
     block; yields the `CacheState` (call `begin_step(index)` before each step's calls). The
     modules' own `forward` is restored on leaving, even on error."""
-    state = CacheState(interval=interval)
+    state = CacheState(interval=interval, order=order)
     skipped, kept = deep_modules(unet, branch)
     patched = []
     handle = unet.register_forward_pre_hook(
@@ -146,6 +170,8 @@ def check(recipe, family) -> None:
         raise RecipeError(f"step_cache.branch must be >= 0, got {c.branch}")
     if not 0.0 <= c.start < 1.0:
         raise RecipeError(f"step_cache.start must be in [0, 1), got {c.start}")
+    if c.order not in (0, 1):
+        raise RecipeError(f"step_cache.order must be 0 (reuse) or 1 (forecast from the last two full steps), got {c.order}")
     if "unet" not in family.component_names():
         raise RecipeError(
             f"step_cache: {family.family} models denoise with a transformer; step caching reuses a UNet's deep levels"
@@ -159,7 +185,7 @@ def apply(run) -> None:
     unet = run.model.denoiser
     if not all(hasattr(unet, name) for name in ("down_blocks", "up_blocks")):
         raise RecipeError(f"step_cache: the {run.model.family} model's network has no down and up blocks")
-    state = run.stack.enter_context(step_cache(unet, interval=c.interval, branch=c.branch))
+    state = run.stack.enter_context(step_cache(unet, interval=c.interval, branch=c.branch, order=c.order))
     run.extras["step_cache"] = state
     inner = run.model_fn
 

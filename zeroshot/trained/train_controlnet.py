@@ -85,24 +85,22 @@ class TrainConfig:
 # data
 
 
-class ShapesEdges(torch.utils.data.Dataset):
+class ShapesImages(torch.utils.data.Dataset):
     """Item `i`: a shapes-world scene drawn from `numpy.random.default_rng([seed, i])`, as
-    (image (3, H, W) in [0, 1], its Canny edges (3, H, W) in {0, 1}, caption); held-out
-    captions (`HELD_OUT`, `HELD_OUT_V2`) are never drawn."""
+    (image (3, H, W) in [0, 1], caption); held-out captions (`HELD_OUT`, `HELD_OUT_V2`) are
+    never drawn."""
 
-    def __init__(self, seed: int, size: int, length: int, world: str = "v1", *, low: float = 100.0,
-                 high: float = 200.0):
+    def __init__(self, seed: int, size: int, length: int, world: str = "v1"):
         if world not in ("v1", "v2"):
             raise ValueError(f"world must be v1 or v2, got {world!r}")
-        self.seed, self.size, self.length, self.world, self.low, self.high = seed, size, length, world, low, high
+        self.seed, self.size, self.length, self.world = seed, size, length, world
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         import numpy as np
 
-        from zeroshot.control import canny
         from zeroshot.shapes import world
 
         rng = np.random.default_rng([self.seed, index])
@@ -110,19 +108,33 @@ class ShapesEdges(torch.utils.data.Dataset):
             scene = world.sample_scene_v2(rng, size=self.size, exclude=world.HELD_OUT_V2)
         else:
             scene = world.sample_scene(rng, size=self.size, exclude=world.HELD_OUT)
-        image = torch.from_numpy(world.render(scene)[0])  # 3 H W
-        return image, canny(image[None], self.low, self.high)[0], scene.caption
+        return torch.from_numpy(world.render(scene)[0]), scene.caption  # 3 H W
+
+
+class ShapesEdges(ShapesImages):
+    """`ShapesImages` with each image's Canny edges (3, H, W) in {0, 1}: (image, edges, caption)."""
+
+    def __init__(self, seed: int, size: int, length: int, world: str = "v1", *, low: float = 100.0,
+                 high: float = 200.0):
+        super().__init__(seed, size, length, world)
+        self.low, self.high = low, high
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        from zeroshot.control import canny
+
+        image, caption = super().__getitem__(index)
+        return image, canny(image[None], self.low, self.high)[0], caption
 
 
 def _collate(items):
     return torch.stack([i for i, _, _ in items]), torch.stack([e for _, e, _ in items]), [c for _, _, c in items]
 
 
-def batches(dataset: torch.utils.data.Dataset, start_step: int, steps: int, batch_size: int):
+def batches(dataset: torch.utils.data.Dataset, start_step: int, steps: int, batch_size: int, collate=_collate):
     """Batches of `dataset` for steps start_step..steps-1 (deterministic, resumable)."""
     indices = range(start_step * batch_size, steps * batch_size)
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
-                                       shuffle=False, collate_fn=_collate)
+                                       shuffle=False, collate_fn=collate)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,14 +186,14 @@ def controlnet_loss(controlnet: Any, unet: Any, scheduler: Any, latents: torch.T
     return (weight * error).mean()
 
 
-def save_controlnet(controlnet: Any, out: str | Path) -> Path:
-    """Write a diffusers ControlNet folder at `out`, replacing it atomically (a temporary
-    folder beside it, renamed)."""
+def save_pretrained_atomic(module: Any, out: str | Path) -> Path:
+    """Write a diffusers model folder (`save_pretrained`: a ControlNet, a tiny VAE) at `out`,
+    replacing it atomically (a temporary folder beside it, renamed)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    controlnet.save_pretrained(str(tmp), safe_serialization=True)
+    module.save_pretrained(str(tmp), safe_serialization=True)
     if out.exists():
         old = out.with_name(out.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -249,7 +261,7 @@ def train(config: TrainConfig, *, components: dict[str, Any] | None = None, prog
                     stop_at=stop_at, time_limit_s=time_limit_s)
     controlnet.eval().requires_grad_(False)
     if config.out:
-        save_controlnet(controlnet, config.out)
+        save_pretrained_atomic(controlnet, config.out)
     return {"losses": losses, "controlnet": controlnet, "steps": step}
 
 

@@ -39,12 +39,10 @@ from zeroshot.trained.train_motion import (
     encode_prompts,
     load_components,
     optimize,
-    resume,
     add_run_arguments,
     run_fields,
     run_training,
-    save_run,
-    warmup_cosine,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -233,18 +231,11 @@ def train(config: TrainConfig, *, components: dict[str, Any] | None = None, prog
 
     controlnet = new_controlnet(unet, factor, seed=config.seed).to(device).train()
     params = [p for p in controlnet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = warmup_cosine(optimizer, config.warmup, config.steps)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    run = start_run(config, params, device, key="controlnet", weights=controlnet.state_dict,
+                    load=controlnet.load_state_dict)
+    optimizer, schedule, generator, losses, start = run.optimizer, run.schedule, run.generator, run.losses, run.start
+    checkpoint = run.checkpoint
     empty = encode_prompts(tokenizer, text_encoder, [""])  # 1 n d
-    ckpt_path = Path(config.checkpoint) if config.checkpoint else None
-    state, losses, start = resume(ckpt_path, config, optimizer, schedule, generator, device)
-    if state is not None:
-        controlnet.load_state_dict(state["controlnet"])
-
-    def checkpoint(step: int) -> None:
-        save_run(ckpt_path, config, optimizer, schedule, generator, losses, step,
-                 controlnet=controlnet.state_dict() if ckpt_path else None)
 
     bar = tqdm(batches(dataset, start, config.steps, config.batch_size), total=config.steps, initial=start,
                disable=not progress, desc="edge controlnet")

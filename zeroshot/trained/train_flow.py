@@ -42,12 +42,10 @@ from zeroshot.trained.train_motion import (
     encode_video,
     load_components,
     optimize,
-    resume,
     add_run_arguments,
     run_fields,
     run_training,
-    save_run,
-    warmup_cosine,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -201,23 +199,17 @@ def train(
     adapter.train().requires_grad_(True)
     model = fa.FlowConditioned(motion_unet, adapter)
     params = list(adapter.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = warmup_cosine(optimizer, config.warmup, config.steps)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
     empty = encode_prompts(tokenizer, text_encoder, [""])  # 1 n d
-    ckpt_path = Path(config.checkpoint) if config.checkpoint else None
 
     def flow_checkpoint(state):
         if state.get("kind") != "flow_adapter":
-            raise ValueError(f"checkpoint {ckpt_path} is not a flow-adapter checkpoint")
+            raise ValueError(f"checkpoint {config.checkpoint} is not a flow-adapter checkpoint")
 
-    state, losses, start = resume(ckpt_path, config, optimizer, schedule, generator, device, check=flow_checkpoint)
-    if state is not None:
-        adapter.load_state_dict(state["adapter"])
-
-    def checkpoint(step: int) -> None:
-        save_run(ckpt_path, config, optimizer, schedule, generator, losses, step, kind="flow_adapter",
-                 adapter={k: v.detach().clone() for k, v in adapter.state_dict().items()})
+    run = start_run(config, params, device, key="adapter", check=flow_checkpoint, kind="flow_adapter",
+                    weights=lambda: {k: v.detach().clone() for k, v in adapter.state_dict().items()},
+                    load=adapter.load_state_dict)
+    optimizer, schedule, generator, losses, start = run.optimizer, run.schedule, run.generator, run.losses, run.start
+    checkpoint = run.checkpoint
 
     loader = batches(dataset, start, config.steps, config.batch_size, config.workers, collate=_collate)
     bar = tqdm(loader, total=config.steps, initial=start, disable=not progress, desc="flow adapter")

@@ -276,6 +276,39 @@ def save_run(ckpt_path: Path | None, config, optimizer, schedule, generator, los
     })
 
 
+@dataclass
+class RunState:
+    """A trainer's run as `start_run` sets it up (resumed where a checkpoint was)."""
+
+    optimizer: Any
+    schedule: Any
+    generator: torch.Generator
+    losses: list
+    start: int
+    checkpoint: Any  # checkpoint(step): write a resumable checkpoint (nothing without a path)
+
+
+def start_run(config, params, device, *, key: str, weights, load, check=None, **tags) -> RunState:
+    """What every trainer here starts with: AdamW on `params` (`config.lr`, and its
+    `weight_decay` where it has one), the warm-up-cosine schedule, a generator seeded with
+    `config.seed`, all resumed from `config.checkpoint` when it exists (`check(state)` first;
+    `load(state[key])` restores the trained weights), and `checkpoint(step)`, which writes
+    `weights()` under `key` (and `tags`) beside what `resume` reads back."""
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=getattr(config, "weight_decay", 0.0))
+    schedule = warmup_cosine(optimizer, config.warmup, config.steps)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    ckpt_path = Path(config.checkpoint) if config.checkpoint else None
+    state, losses, start = resume(ckpt_path, config, optimizer, schedule, generator, device, check=check)
+    if state is not None:
+        load(state[key])
+
+    def checkpoint(step: int) -> None:
+        save_run(ckpt_path, config, optimizer, schedule, generator, losses, step, **tags,
+                 **{key: weights() if ckpt_path else None})
+
+    return RunState(optimizer, schedule, generator, losses, start, checkpoint)
+
+
 def caption_embeds(tokenizer, text_encoder, captions, empty: torch.Tensor, drop_prob: float,
                    generator: torch.Generator) -> torch.Tensor:
     """Text embeddings of a batch, each caption replaced by the empty one with probability
@@ -404,24 +437,17 @@ def train(
     for p in params:
         p.requires_grad_(True)
     motion_unet.train()
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = warmup_cosine(optimizer, config.warmup, config.steps)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
     empty = encode_prompts(tokenizer, text_encoder, [""])  # 1 n d
-    ckpt_path = Path(config.checkpoint) if config.checkpoint else None
 
     def same_design(state):
         saved = state["config"].get("design", "animatediff")
         if saved != config.design:
-            raise ValueError(f"checkpoint {ckpt_path} trains design {saved!r}, not {config.design!r}")
+            raise ValueError(f"checkpoint {config.checkpoint} trains design {saved!r}, not {config.design!r}")
 
-    state, losses, start = resume(ckpt_path, config, optimizer, schedule, generator, device, check=same_design)
-    if state is not None:
-        zoo.load_trainable_state(motion_unet, state["motion"])
-
-    def checkpoint(step: int) -> None:
-        save_run(ckpt_path, config, optimizer, schedule, generator, losses, step,
-                 motion=zoo.trainable_state(motion_unet) if ckpt_path else None)
+    run = start_run(config, params, device, key="motion", weights=lambda: zoo.trainable_state(motion_unet),
+                    load=lambda saved: zoo.load_trainable_state(motion_unet, saved), check=same_design)
+    optimizer, schedule, generator, losses, start = run.optimizer, run.schedule, run.generator, run.losses, run.start
+    checkpoint = run.checkpoint
 
     loader = batches(dataset, start, config.steps, config.batch_size, config.workers)
     bar = tqdm(loader, total=config.steps, initial=start, disable=not progress, desc="motion module")

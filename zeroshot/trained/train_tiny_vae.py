@@ -38,11 +38,9 @@ from zeroshot.trained.train_motion import (
     add_run_arguments,
     load_components,
     optimize,
-    resume,
     run_fields,
     run_training,
-    save_run,
-    warmup_cosine,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,28 +127,18 @@ def train(config: TrainConfig, *, components: dict[str, Any] | None = None, prog
     tiny = new_tiny_vae(vae.config, channels=config.channels, blocks=config.blocks, seed=config.seed)
     tiny = tiny.to(device).train()
     params = list(tiny.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    schedule = warmup_cosine(optimizer, config.warmup, config.steps)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    ckpt_path = Path(config.checkpoint) if config.checkpoint else None
-    state, losses, start = resume(ckpt_path, config, optimizer, schedule, generator, device)
-    if state is not None:
-        tiny.load_state_dict(state["tiny_vae"])
-
-    def checkpoint(step: int) -> None:
-        save_run(ckpt_path, config, optimizer, schedule, generator, losses, step,
-                 tiny_vae=tiny.state_dict() if ckpt_path else None)
-
+    run = start_run(config, params, device, key="tiny_vae", weights=tiny.state_dict, load=tiny.load_state_dict)
     dataset = ShapesImages(config.seed, size, config.steps * config.batch_size, config.world)
-    bar = tqdm(batches(dataset, start, config.steps, config.batch_size, collate=_images), total=config.steps,
-               initial=start, disable=not progress, desc="tiny vae")
-    step = optimize(bar, lambda images: distillation_loss(tiny, vae, images, generator), optimizer=optimizer,
-                    schedule=schedule, params=params, grad_clip=config.grad_clip, losses=losses, start=start,
-                    save_every=config.save_every, checkpoint=checkpoint, stop_at=stop_at, time_limit_s=time_limit_s)
+    bar = tqdm(batches(dataset, run.start, config.steps, config.batch_size, collate=_images), total=config.steps,
+               initial=run.start, disable=not progress, desc="tiny vae")
+    step = optimize(bar, lambda images: distillation_loss(tiny, vae, images, run.generator), optimizer=run.optimizer,
+                    schedule=run.schedule, params=params, grad_clip=config.grad_clip, losses=run.losses,
+                    start=run.start, save_every=config.save_every, checkpoint=run.checkpoint, stop_at=stop_at,
+                    time_limit_s=time_limit_s)
     tiny.eval().requires_grad_(False)
     if config.out:
         save_pretrained_atomic(tiny, config.out)
-    return {"losses": losses, "vae": tiny, "steps": step}
+    return {"losses": run.losses, "vae": tiny, "steps": step}
 
 
 def main(argv: list[str] | None = None) -> int:

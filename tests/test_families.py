@@ -388,3 +388,37 @@ def test_a_noise_prior_and_windows_run_on_latent_frames(folders, name):
     windowed = generate(model, "a red cat", replace(recipe, windows=Windows(length=3, stride=2)), progress=False)
     assert plain.latents.shape[2] == 5 and windowed.frames.shape == (1, 17, 3, 32, 32)
     assert torch.isfinite(windowed.frames).all() and (windowed.frames - plain.frames).abs().max() > 1e-4
+
+
+def test_another_per_frame_vae_decodes_every_family_that_has_one(family_folder, tmp_path):
+    """`--vae` (ModelSpec.vae): on families decoding frame by frame with an AutoencoderKL, an
+    AutoencoderTiny of the same latent channels and factor decodes the same latents; the
+    others (temporal or 3-D VAEs) are refused in one line before any weights load."""
+    from diffusers import AutoencoderTiny
+
+    from zeroshot.families.base import read_config
+    from zeroshot.families.sd import decode_frames
+    from zeroshot.models import ModelError, ModelSpec
+
+    name, folder = family_folder
+    own = read_config(folder, "vae")
+    tiny_folder = tmp_path / "tiny_vae"
+    levels = len(own.get("block_out_channels") or (8, 8))
+    AutoencoderTiny(encoder_block_out_channels=(8,) * levels, decoder_block_out_channels=(8,) * levels,
+                    num_encoder_blocks=(1,) * levels, num_decoder_blocks=(1,) * levels,
+                    latent_channels=own.get("latent_channels", own.get("z_dim", 4))).save_pretrained(tiny_folder)
+    spec = ModelSpec(str(folder), vae=str(tiny_folder))
+    if own.get("_class_name") != "AutoencoderKL":
+        with pytest.raises(ModelError, match=f"{name} models decode with their {own['_class_name']}"):
+            spec.check()
+        return
+    spec.check()
+    model = spec.load("cpu")
+    assert isinstance(model.vae, AutoencoderTiny)
+    if name == "pix2pix":  # it edits an input video: its decoding alone
+        z = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(model.decode(z), decode_frames(model.vae, z))
+        return
+    recipe = Recipe(method="t2i" if model.image_model else "video", **SMALL)
+    out = _quiet(generate, model, "a red cat", recipe, progress=False)
+    assert torch.equal(out.frames, decode_frames(model.vae, out.latents))

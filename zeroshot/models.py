@@ -274,8 +274,9 @@ def swap_vae(model, folder: Path):
     config = json.loads((folder / "config.json").read_text())
     check_vae_fits(config, model.vae.config, str(folder))
     with quiet_diffusers():
-        vae = getattr(diffusers, config["_class_name"]).from_pretrained(str(folder), local_files_only=True)
-    model.vae = vae.to(device=model.vae.device, dtype=model.vae.dtype).requires_grad_(False).eval()
+        vae = getattr(diffusers, config["_class_name"]).from_pretrained(str(folder), local_files_only=True,
+                                                                        torch_dtype=model.vae.dtype)
+    model.vae = vae.to(device=model.vae.device).requires_grad_(False).eval()
     return model
 
 

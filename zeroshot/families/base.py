@@ -152,10 +152,10 @@ def vae_scale_factor(config) -> int | None:
     """Pixels per latent a side of a per-frame VAE config: an `AutoencoderKL`'s (one halving per
     block after the first) or an `AutoencoderTiny`'s (`upsampling_scaling_factor` per decoder
     block after the first); None for other layouts."""
+    if config.get("decoder_block_out_channels"):  # AutoencoderTiny (it also registers block_out_channels)
+        return config.get("upsampling_scaling_factor", 2) ** (len(config["decoder_block_out_channels"]) - 1)
     if config.get("block_out_channels"):
         return 2 ** (len(config["block_out_channels"]) - 1)
-    if config.get("decoder_block_out_channels"):
-        return config.get("upsampling_scaling_factor", 2) ** (len(config["decoder_block_out_channels"]) - 1)
     return None
 
 

@@ -66,6 +66,7 @@ def test_the_swapped_vae_decodes_the_same_latents(tiny_sd, tiny_vae):
     plain_model = models.load(str(tiny_sd))
     swapped = ModelSpec(str(tiny_sd), vae=out).load("cpu")
     assert type(swapped.vae).__name__ == "AutoencoderTiny" and swapped.vae_scale_factor == plain_model.vae_scale_factor
+    assert swapped.model_id == f"{plain_model.model_id}+vae=vae_tiny"
     plain = generate(plain_model, "a red cat", RECIPE, progress=False)
     tiny = generate(swapped, "a red cat", RECIPE, progress=False)
     assert torch.equal(plain.latents, tiny.latents)  # denoising never reads the VAE

@@ -263,7 +263,8 @@ def check_vae_fits(config, own, name: str) -> None:
 
 
 def swap_vae(model, folder: Path):
-    """`model` with the VAE of `folder` (`check_vae`), on the model VAE's device and dtype."""
+    """`model` with the VAE of `folder` (`check_vae`), on the model VAE's device and dtype; its
+    `model_id` (which records keep) gains `+vae=<folder name>`, as LoRAs add theirs."""
     import diffusers
 
     from zeroshot.trained.inflate import quiet_diffusers
@@ -277,6 +278,7 @@ def swap_vae(model, folder: Path):
         vae = getattr(diffusers, config["_class_name"]).from_pretrained(str(folder), local_files_only=True,
                                                                         torch_dtype=model.vae.dtype)
     model.vae = vae.to(device=model.vae.device).requires_grad_(False).eval()
+    model.model_id = f"{model.model_id}+vae={folder.name}"  # records say which VAE decoded
     return model
 
 

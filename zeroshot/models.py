@@ -248,10 +248,15 @@ def check_vae(vae: str, model_path: str | None) -> Path:
         return folder  # a single file or a hub id: checked against the loaded VAE
     family = card.family_class.family
     if own.get("_class_name") != "AutoencoderKL":
-        raise ModelError(f"--vae: {family} models decode with their {own.get('_class_name')} (frames together); "
-                         "a per-frame VAE cannot replace it")
+        raise not_per_frame(family, own.get("_class_name"))
     check_vae_fits(config, own, vae)
     return folder
+
+
+def not_per_frame(family: str, kind: str | None) -> ModelError:
+    """The refusal of `--vae` for a family whose VAE decodes frames together."""
+    return ModelError(f"--vae: {family} models decode with their {kind} (frames together); "
+                      "a per-frame VAE cannot replace it")
 
 
 def check_vae_fits(config, own, name: str) -> None:
@@ -269,9 +274,8 @@ def swap_vae(model, folder: Path):
 
     from zeroshot.trained.inflate import quiet_diffusers
 
-    if not type(model.vae).__name__ == "AutoencoderKL":
-        raise ModelError(f"--vae: {model.family} models decode with their {type(model.vae).__name__}; "
-                         "a per-frame VAE cannot replace it")
+    if type(model.vae).__name__ != "AutoencoderKL":
+        raise not_per_frame(model.family, type(model.vae).__name__)
     config = json.loads((folder / "config.json").read_text())
     check_vae_fits(config, model.vae.config, str(folder))
     with quiet_diffusers():

@@ -217,16 +217,24 @@ def load(
 PER_FRAME_VAES = ("AutoencoderKL", "AutoencoderTiny")
 
 
+def in_model_folder(name: str, root: str | None) -> str:
+    """A file or folder the user names beside a model: `name` as given when it exists here (or
+    is absolute, or there is no model folder `root`), else the same relative name inside the
+    model's folder when it is there (what a model ships: `--vae vae_tiny`, `--flow-adapter
+    flow_adapter.safetensors`)."""
+    path = Path(name).expanduser()
+    if root is None or path.is_absolute() or path.exists():
+        return name
+    shipped = Path(root) / name
+    return str(shipped) if shipped.exists() else name
+
+
 def vae_folder(vae: str, model_path: str | None) -> Path:
-    """The folder `--vae` names: a folder as given, else a relative name inside the model's
-    folder (`--model shapes-v2 --vae vae_tiny`)."""
-    path = Path(vae).expanduser()
-    if path.is_dir():
-        return path
-    card = peek(model_path)
-    if not path.is_absolute() and card.path and (Path(card.path) / vae).is_dir():
-        return Path(card.path) / vae
-    raise ModelError(f"--vae: no VAE folder {vae}" + ("" if path.is_absolute() else " (here or in the model's folder)"))
+    """The folder `--vae` names (`in_model_folder`)."""
+    folder = Path(in_model_folder(vae, peek(model_path).path)).expanduser()
+    if folder.is_dir():
+        return folder
+    raise ModelError(f"--vae: no VAE folder {vae}" + ("" if Path(vae).is_absolute() else " (here or in the model's folder)"))
 
 
 def check_vae(vae: str, model_path: str | None) -> Path:

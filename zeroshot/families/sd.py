@@ -153,7 +153,6 @@ def _per_frame(embeds: torch.Tensor, f: int, ndim: int = 3) -> torch.Tensor:
     return hit[1]
 
 
-@torch.no_grad()
 def encoded(out) -> torch.Tensor:
     """The latents of a VAE's `encode` output: an `AutoencoderKL`'s posterior mode, or an
     `AutoencoderTiny`'s latents (deterministic, already in the scaled space: its
@@ -162,6 +161,7 @@ def encoded(out) -> torch.Tensor:
     return dist.mode() if dist is not None else out.latents
 
 
+@torch.no_grad()
 def encode_frames(vae, frames: torch.Tensor, *, chunk: int = 2, scale: bool = True) -> torch.Tensor:
     """Frames `(b, f, 3, H, W)` in [0, 1] to latents `(b, c, f, h, w)`: the mean of the VAE's
     posterior (diffusers' `sample_mode="argmax"`), times its scaling factor when `scale`."""

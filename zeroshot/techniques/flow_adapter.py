@@ -26,12 +26,10 @@ KEY = "flow_adapter"
 def _path(recipe, model=None):
     """The adapter file of the recipe; a relative path that is not a file here is looked up in
     the model's folder (`--model shapes-v2 --flow-adapter flow_adapter.safetensors`: the one it ships)."""
+    from zeroshot.models import in_model_folder
+
     path = recipe.animatediff.flow_adapter if recipe.animatediff is not None else None
-    root = getattr(model, "path", None)
-    if path is None or root is None or Path(path).is_absolute() or Path(path).exists():
-        return path
-    shipped = Path(root) / path
-    return str(shipped) if shipped.exists() else path
+    return None if path is None else in_model_folder(path, getattr(model, "path", None))
 
 
 def check(recipe, family) -> None:

@@ -71,7 +71,8 @@ class CacheState:
         self.full_call = self.full_step or entry is None or entry["shape"] != tuple(sample.shape)
         if self.full_call:
             shape = tuple(sample.shape)
-            earlier = entry if entry is not None and entry["shape"] == shape and entry["index"] < self.index else None
+            earlier = (entry if self.order >= 1 and entry is not None and entry["shape"] == shape
+                       and entry["index"] < self.index else None)  # order 0 keeps no step before
             if earlier is not None:
                 earlier["previous"] = None  # keep one step back, not a chain
             self.slots[self.slot] = {"shape": shape, "index": self.index, "previous": earlier}
